@@ -1,0 +1,1 @@
+"""backchat's domain code: everything but the HTTP wiring in app.py."""

@@ -1,0 +1,225 @@
+"""The orchestrator: one background run of a session, from lease claim to terminal event."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from chalicelib.errors import CancelRequested, LeaseLost, ProviderError, StoreUnavailable, ToolError
+from chalicelib.providers import ProviderRegistry
+from chalicelib.providers.base import (
+    Message,
+    ModelRequest,
+    ProviderStream,
+    StreamItem,
+    TextChunk,
+    ThinkingChunk,
+    ToolCall,
+    Usage,
+)
+from chalicelib.records import SessionRecord, TokenUsage
+from chalicelib.settings import Settings
+from chalicelib.store import SessionStore
+from chalicelib.tools import ToolRegistry
+from chalicelib.writer import EventWriter, FlushPolicy
+
+logger = logging.getLogger(__name__)
+
+# Seconds left before the platform kills the run; None when there is no such limit.
+RemainingTime = Callable[[], float]
+
+INTERNAL_ERROR = "The run failed because of an internal error. The server log has the details."
+DEADLINE_ERROR = "The run reached its time limit and was stopped."
+TRUNCATION_MARKER = "\n…[truncated {dropped} characters]"
+
+
+class DeadlineReached(Exception):
+    """The invocation is about to be killed; the run must end now."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one model call produced: its text and the tool calls it asked for."""
+
+    text: str
+    tool_calls: tuple[ToolCall, ...]
+
+
+class Orchestrator:
+    """Runs sessions: stream from the model, run tools, feed results back, until an answer."""
+
+    def __init__(self, store: SessionStore, providers: ProviderRegistry, tools: ToolRegistry,
+                 settings: Settings) -> None:
+        self._store = store
+        self._providers = providers
+        self._tools = tools
+        self._settings = settings
+
+    def run(self, session_id: str, remaining_time: RemainingTime | None = None) -> None:
+        """Run the session to its end; a second delivery of the same session does nothing."""
+        attempt_id = uuid.uuid4().hex
+        session = self._store.claim_lease(session_id, attempt_id)
+        if session is None:
+            logger.info("session %s: already claimed or ended; this delivery does nothing",
+                        session_id)
+            return
+        logger.info("session %s: attempt %s claimed the run", session_id, attempt_id)
+        writer = EventWriter(
+            self._store,
+            session_id,
+            attempt_id,
+            last_seq=session.last_seq,
+            policy=FlushPolicy(self._settings.flush_interval, self._settings.flush_max_chars,
+                               self._settings.heartbeat_interval),
+        )
+        _Run(session, writer, self._providers, self._tools, self._settings,
+             remaining_time).execute()
+
+
+class _Run:
+    """One attempt at one session; ends with exactly one terminal event unless the lease is lost."""
+
+    def __init__(self, session: SessionRecord, writer: EventWriter, providers: ProviderRegistry,
+                 tools: ToolRegistry, settings: Settings,
+                 remaining_time: RemainingTime | None) -> None:
+        self._session = session
+        self._writer = writer
+        self._providers = providers
+        self._tools = tools
+        self._settings = settings
+        self._remaining_time = remaining_time
+
+    def execute(self) -> None:
+        sid = self._session.id
+        try:
+            self._agent_loop()
+        except CancelRequested:
+            self._end(self._writer.finish_cancelled)
+        except LeaseLost:
+            logger.warning("session %s: lease lost; this attempt stops without writing", sid)
+        except ProviderError as error:
+            logger.info("session %s: provider error: %s", sid, error)
+            self._end(lambda: self._writer.finish_error(str(error)))
+        except DeadlineReached:
+            self._end(lambda: self._writer.finish_error(DEADLINE_ERROR))
+        except StoreUnavailable:
+            logger.exception("session %s: the store failed during the run", sid)
+            self._end(lambda: self._writer.finish_error(INTERNAL_ERROR))
+        except Exception:
+            logger.exception("session %s: the run failed", sid)
+            self._end(lambda: self._writer.finish_error(INTERNAL_ERROR))
+
+    def _end(self, finish: Callable[[], None]) -> None:
+        try:
+            finish()
+        except LeaseLost:
+            logger.warning("session %s: lease lost before the terminal write", self._session.id)
+        except Exception:
+            # The reaper ends the session once the lease runs out.
+            logger.exception("session %s: could not write the terminal event", self._session.id)
+
+    def _agent_loop(self) -> None:
+        settings = self._settings
+        ref = self._providers.resolve(self._session.model)
+        provider = self._providers.provider(ref)
+        messages = [Message(turn.role, turn.content) for turn in self._session.history]  # type: ignore[arg-type]
+        messages.append(Message("user", self._session.message))
+        for _ in range(settings.step_limit):
+            request = ModelRequest(model=ref.name, messages=tuple(messages),
+                                   tools=self._tools.specs())
+            step = self._model_step(provider.stream(request))
+            if not step.tool_calls:
+                self._writer.finish_done()
+                return
+            messages.append(Message("assistant", step.text, tool_calls=step.tool_calls))
+            for call in step.tool_calls:
+                messages.append(Message("tool", self._run_tool(call), tool_call_id=call.id))
+        self._writer.finish_error(
+            f"The model did not finish its answer within {settings.step_limit} steps "
+            "(the step limit); try a simpler request."
+        )
+
+    def _model_step(self, stream: ProviderStream) -> StepResult:
+        """Stream one model call into the writer; always close the stream."""
+        text: list[str] = []
+        calls: list[ToolCall] = []
+        try:
+            for item in _pumped(stream, self._writer.seconds_until_due):
+                self._check_deadline()
+                if item is None:
+                    self._writer.tick()
+                elif isinstance(item, TextChunk):
+                    text.append(item.text)
+                    self._writer.append_delta(item.text)
+                elif isinstance(item, ThinkingChunk):
+                    self._writer.append_thinking(item.text)
+                elif isinstance(item, ToolCall):
+                    calls.append(item)
+                elif isinstance(item, Usage):
+                    self._writer.add_usage(TokenUsage(item.input_tokens, item.output_tokens))
+        finally:
+            # Closing stops the provider from producing (and billing) more tokens.
+            stream.close()
+        return StepResult("".join(text), tuple(calls))
+
+    def _run_tool(self, call: ToolCall) -> str:
+        """Record the call, run the tool, record its (truncated) output and return it."""
+        self._check_deadline()
+        self._writer.append_tool_call(call.id, call.name, call.input)
+        try:
+            output = self._tools.run(call.name, call.input)
+        except ToolError as error:
+            output = f"error: {error}"
+        output = _truncate(output, self._settings.max_tool_output_chars)
+        self._writer.append_tool_result(call.id, output)
+        return output
+
+    def _check_deadline(self) -> None:
+        if self._remaining_time is None:
+            return
+        if self._remaining_time() < self._settings.deadline_margin_seconds:
+            raise DeadlineReached()
+
+
+_END = object()
+
+
+def _pumped(stream: ProviderStream, wait_for: Callable[[], float]) -> Iterator[StreamItem | None]:
+    """Yield the stream's items, and None whenever `wait_for()` seconds pass with no item.
+
+    The stream is read on a helper thread so the run can flush text and notice a
+    cancel request while the provider is silent.
+    """
+    items: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for item in stream:
+                items.put(item)
+        except BaseException as error:  # handed to the run, which decides what it means
+            items.put(error)
+        finally:
+            items.put(_END)
+
+    threading.Thread(target=pump, name="provider-stream", daemon=True).start()
+    while True:
+        try:
+            item = items.get(timeout=max(wait_for(), 0.001))
+        except queue.Empty:
+            yield None
+            continue
+        if item is _END:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _truncate(text: str, max_chars: int) -> str:
+    if len(text) <= max_chars:
+        return text
+    dropped = len(text) - max_chars
+    return text[:max_chars] + TRUNCATION_MARKER.format(dropped=dropped)

@@ -1,0 +1,152 @@
+"""ChatService: what each HTTP route does, with no HTTP in it."""
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from chalicelib import clock
+from chalicelib.cursor import decode_cursor, encode_cursor
+from chalicelib.dispatch import Dispatcher
+from chalicelib.errors import DispatchFailed, LeaseLost, SessionNotFound
+from chalicelib.providers import ProviderRegistry
+from chalicelib.records import ERROR, EventRecord, NewSession, RunEnding, SessionRecord
+from chalicelib.settings import Settings
+from chalicelib.store import Fence, SessionExists, SessionStore
+from chalicelib.validation import parse_events_query, parse_list_query, parse_start_request
+from chalicelib.views import event_view, session_view
+
+logger = logging.getLogger(__name__)
+
+DISPATCH_ERROR = "The run could not be started (the background worker did not accept it)."
+# How often a long-poll re-reads the store while it waits.
+LONG_POLL_INTERVAL = 0.1
+
+
+def new_session_id() -> str:
+    """Return a random, unguessable session id (128 bits, URL-safe)."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """The cancel route's answer: the body, and whether a running session was asked to stop."""
+
+    body: dict[str, Any]
+    accepted: bool
+
+
+class ChatService:
+    """Start, read, list and cancel sessions on behalf of an owner."""
+
+    def __init__(self, settings: Settings, store: SessionStore, dispatcher: Dispatcher,
+                 providers: ProviderRegistry,
+                 new_id: Callable[[], str] = new_session_id,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._settings = settings
+        self._store = store
+        self._dispatcher = dispatcher
+        self._providers = providers
+        self._new_id = new_id
+        self._sleep = sleep
+
+    def start(self, owner_id: str, raw_body: bytes | None) -> dict[str, Any]:
+        """Store a new session, hand it to the orchestrator and return at once."""
+        request = parse_start_request(raw_body, self._settings)
+        model = request.model or self._settings.default_model
+        self._providers.resolve(model)
+        new = NewSession(
+            id=self._new_id(),
+            owner_id=owner_id,
+            model=model,
+            message=request.message,
+            history=request.history,
+            title=request.title,
+            conversation_id=request.conversation_id,
+        )
+        try:
+            session = self._store.create(new)
+        except SessionExists:
+            # 128 random bits do not collide; a repeat means the id source is broken.
+            raise RuntimeError(f"session id {new.id} is already taken") from None
+        self._dispatch(session)
+        return {"sessionId": session.id, "status": session.status, "model": session.model,
+                "createdAt": session.created_at}
+
+    def get(self, owner_id: str, session_id: str) -> dict[str, Any]:
+        """Return the caller's session."""
+        return session_view(self._owned(owner_id, session_id))
+
+    def events(self, owner_id: str, session_id: str,
+               params: Mapping[str, str] | None) -> dict[str, Any]:
+        """Return events after a seq; with wait, hold the request until something changes."""
+        query = parse_events_query(params)
+        deadline = time.monotonic() + query.wait
+        while True:
+            # The status is read before the events: a terminal status with hasMore false
+            # then guarantees the page holds the terminal event.
+            session = self._owned(owner_id, session_id)
+            page = self._store.events_after(session_id, query.after, query.limit)
+            if page.events or not session.is_running or time.monotonic() >= deadline:
+                break
+            self._sleep(min(LONG_POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+        return {
+            "sessionId": session_id,
+            "status": session.status,
+            "events": [event_view(event) for event in page.events],
+            "lastSeq": page.events[-1].seq if page.events else query.after,
+            "hasMore": page.has_more,
+        }
+
+    def list(self, owner_id: str, params: Mapping[str, str] | None) -> dict[str, Any]:
+        """Return the caller's sessions, newest first, and the cursor of the next page."""
+        query = parse_list_query(params)
+        start = decode_cursor(query.cursor, owner_id) if query.cursor else None
+        page = self._store.list_by_owner(owner_id, query.limit, start)
+        return {
+            "sessions": [session_view(s, include_answer=False) for s in page.sessions],
+            "nextCursor": encode_cursor(page.next_key) if page.next_key else None,
+        }
+
+    def cancel(self, owner_id: str, session_id: str) -> CancelOutcome:
+        """Ask a running session to stop; a finished one is returned unchanged."""
+        session = self._owned(owner_id, session_id)
+        if not session.is_running:
+            return CancelOutcome({"id": session.id, "status": session.status}, accepted=False)
+        self._store.request_cancel(session_id)
+        current = self._owned(owner_id, session_id)
+        return CancelOutcome({"id": current.id, "status": current.status},
+                             accepted=current.is_running)
+
+    def health(self) -> dict[str, Any]:
+        """Return ok if both tables answer."""
+        self._store.ping()
+        return {"status": "ok"}
+
+    def _owned(self, owner_id: str, session_id: str) -> SessionRecord:
+        session = self._store.get(session_id)
+        # Another owner's session is answered exactly like an unknown one.
+        if session is None or session.owner_id != owner_id:
+            raise SessionNotFound(session_id)
+        return session
+
+    def _dispatch(self, session: SessionRecord) -> None:
+        try:
+            self._dispatcher.dispatch(session.id)
+        except DispatchFailed:
+            self._end_undispatched(session)
+            raise
+
+    def _end_undispatched(self, session: SessionRecord) -> None:
+        """End a session whose run never started as error, so it is never left running."""
+        terminal = EventRecord(session_id=session.id, seq=session.last_seq + 1, event_type=ERROR,
+                               created_at=clock.now_iso(), content=DISPATCH_ERROR)
+        ending = RunEnding(status=ERROR, terminal_event=terminal, error=DISPATCH_ERROR)
+        try:
+            self._store.finish(session.id, Fence.unclaimed(), [], ending)
+        except LeaseLost:
+            # A run did start after all and owns the session now.
+            logger.warning("session %s: dispatch reported failure but a run claimed it",
+                           session.id)

@@ -1,0 +1,181 @@
+"""Parse and check request input; every error names the field and says why."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from chalicelib.errors import InvalidRequest, PayloadTooLarge
+from chalicelib.records import HistoryTurn
+from chalicelib.settings import Settings
+
+START_FIELDS = ("message", "history", "model", "conversationId", "title")
+HISTORY_ROLES = ("user", "assistant")
+MAX_WAIT_SECONDS = 20
+MAX_EVENTS_LIMIT = 1000
+DEFAULT_EVENTS_LIMIT = 200
+MAX_LIST_LIMIT = 100
+DEFAULT_LIST_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """A checked start request."""
+
+    message: str
+    history: tuple[HistoryTurn, ...]
+    model: str | None
+    conversation_id: str | None
+    title: str | None
+
+
+@dataclass(frozen=True)
+class EventsQuery:
+    """Checked query parameters of the events route."""
+
+    after: int
+    limit: int
+    wait: int
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    """Checked query parameters of the list route."""
+
+    limit: int
+    cursor: str | None
+
+
+def parse_start_request(raw_body: bytes | None, settings: Settings) -> StartRequest:
+    """Return the start request in the body, or raise InvalidRequest / PayloadTooLarge."""
+    body = _json_object(raw_body, settings.max_body_bytes)
+    unknown = sorted(set(body) - set(START_FIELDS))
+    if unknown:
+        raise InvalidRequest(
+            f"unknown field {unknown[0]!r}; the start request accepts {', '.join(START_FIELDS)}"
+        )
+    message = _text(body, "message", required=True, max_chars=settings.max_message_chars,
+                    too_long=PayloadTooLarge)
+    if not message.strip():
+        raise InvalidRequest("message must not be empty or only white space")
+    return StartRequest(
+        message=message,
+        history=_history(body.get("history"), settings),
+        model=_text(body, "model", max_chars=200),
+        conversation_id=_text(body, "conversationId",
+                              max_chars=settings.max_conversation_id_chars),
+        title=_text(body, "title", max_chars=settings.max_title_chars),
+    )
+
+
+def parse_events_query(params: Mapping[str, str] | None) -> EventsQuery:
+    """Return after/limit/wait from the query string, with their defaults."""
+    params = params or {}
+    return EventsQuery(
+        after=_int_param(params, "after", 0, 0, 2**53),
+        limit=_int_param(params, "limit", DEFAULT_EVENTS_LIMIT, 1, MAX_EVENTS_LIMIT),
+        wait=_int_param(params, "wait", 0, 0, MAX_WAIT_SECONDS),
+    )
+
+
+def parse_list_query(params: Mapping[str, str] | None) -> ListQuery:
+    """Return limit/cursor from the query string of the list route."""
+    params = params or {}
+    cursor = params.get("cursor")
+    if cursor is not None and not cursor:
+        raise InvalidRequest("cursor must not be empty; omit it to start from the newest session")
+    return ListQuery(limit=_int_param(params, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT),
+                     cursor=cursor)
+
+
+def _json_object(raw_body: bytes | None, max_bytes: int) -> dict[str, Any]:
+    if raw_body is None or not raw_body.strip():
+        raise InvalidRequest('the body must be a JSON object such as {"message": "Hello"}')
+    if len(raw_body) > max_bytes:
+        raise PayloadTooLarge(f"the body is {len(raw_body)} bytes; the limit is {max_bytes}")
+    try:
+        body = json.loads(raw_body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not valid UTF-8") from None
+    except ValueError as error:
+        raise InvalidRequest(f"the body is not valid JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"the body must be a JSON object, not {_json_type(body)}")
+    return body
+
+
+def _text(body: Mapping[str, Any], name: str, required: bool = False, max_chars: int = 0,
+          too_long: type[Exception] = InvalidRequest) -> Any:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise InvalidRequest(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string, not {_json_type(value)}")
+    if required and value == "":
+        raise InvalidRequest(f"{name} must not be empty")
+    _check_unicode(name, value)
+    if max_chars and len(value) > max_chars:
+        raise too_long(f"{name} is {len(value)} characters long; the limit is {max_chars}")
+    return value
+
+
+def _history(value: Any, settings: Settings) -> tuple[HistoryTurn, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidRequest(f"history must be a list of turns, not {_json_type(value)}")
+    if len(value) > settings.max_history_items:
+        raise PayloadTooLarge(
+            f"history has {len(value)} turns; the limit is {settings.max_history_items}"
+        )
+    turns = []
+    size = 0
+    for index, item in enumerate(value):
+        where = f"history[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"{where} must be an object with role and content")
+        extra = sorted(set(item) - {"role", "content"})
+        if extra:
+            raise InvalidRequest(f"{where} has an unknown field {extra[0]!r}")
+        role = item.get("role")
+        if role not in HISTORY_ROLES:
+            raise InvalidRequest(f'{where}.role must be "user" or "assistant"')
+        content = item.get("content")
+        if not isinstance(content, str):
+            raise InvalidRequest(f"{where}.content must be a string")
+        _check_unicode(f"{where}.content", content)
+        size += len(content.encode("utf-8"))
+        turns.append(HistoryTurn(role, content))
+    if size > settings.max_history_bytes:
+        raise PayloadTooLarge(
+            f"history holds {size} bytes of text; the limit is {settings.max_history_bytes}"
+        )
+    return tuple(turns)
+
+
+def _check_unicode(name: str, value: str) -> None:
+    # JSON may carry lone surrogates ("\ud800") that no UTF-8 store can hold.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(f"{name} contains invalid Unicode (a lone surrogate)") from None
+
+
+def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()):
+        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}, not {raw!r}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be from {low} to {high}, not {value}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)

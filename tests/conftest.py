@@ -1,0 +1,45 @@
+"""Shared fixtures: aws -> settings -> store -> components -> client."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from moto import mock_aws
+
+from chalicelib.settings import Settings
+from chalicelib.store import SessionStore
+from scripts.embedded_dynamodb import install_atomic_backend
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In-process moto with fake credentials; nothing can reach a real AWS account."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DDB_ENDPOINT", raising=False)
+    install_atomic_backend()
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """Settings for in-process tests: inline dispatch, fast flushes."""
+    return Settings(dispatch_mode="inline", flush_interval=0.05, heartbeat_interval=0.2,
+                    lease_seconds=5)
+
+
+@pytest.fixture
+def store(aws: None, settings: Settings) -> SessionStore:
+    store = SessionStore(settings)
+    store.create_tables()
+    return store

@@ -1,0 +1,236 @@
+"""Orchestrator: the agent loop, tool calls, terminal events, redelivery, cancel, failures."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from chalicelib.errors import ProviderError
+from chalicelib.orchestrator import DEADLINE_ERROR, INTERNAL_ERROR, Orchestrator
+from chalicelib.providers import ProviderRegistry
+from chalicelib.providers.base import TextChunk, ThinkingChunk, ToolCall, Usage
+from chalicelib.records import NewSession, TokenUsage
+from chalicelib.settings import Settings
+from chalicelib.store import SessionStore
+from chalicelib.tools import default_tools
+from tests.fakes import ScriptedProvider
+
+ANSWER = ["The ", "answer ", "is ", "**391**", "."]
+
+
+def answer_script(usage: Usage = Usage(10, 5)) -> list:
+    return [ThinkingChunk("Thinking. "), *map(TextChunk, ANSWER), usage]
+
+
+def make_orchestrator(store: SessionStore, settings: Settings,
+                      provider: ScriptedProvider) -> Orchestrator:
+    return Orchestrator(store, ProviderRegistry({"demo": provider}), default_tools(), settings)
+
+
+def start(store: SessionStore, session_id: str = "s1", message: str = "what is 17*23?") -> None:
+    store.create(NewSession(id=session_id, owner_id="o", model="demo", message=message))
+
+
+def log(store: SessionStore, session_id: str = "s1") -> list:
+    return list(store.events_after(session_id, 0, 1000).events)
+
+
+def assert_well_formed(store: SessionStore, session_id: str = "s1") -> list:
+    """Check invariants 1, 2 and 7 on a finished session and return its events."""
+    events = log(store, session_id)
+    session = store.get(session_id)
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    terminal = [e for e in events if e.event_type in ("done", "error", "cancelled")]
+    assert terminal == [events[-1]]
+    assert session.status == events[-1].event_type
+    assert session.last_seq == events[-1].seq
+    assert "".join(e.content for e in events if e.event_type == "delta") == session.answer
+    return events
+
+
+def test_plain_answer_streams_deltas_and_ends_done(store, settings) -> None:
+    start(store)
+    make_orchestrator(store, settings, ScriptedProvider(answer_script())).run("s1")
+    events = assert_well_formed(store)
+    assert events[0].event_type == "thinking"
+    assert store.get("s1").answer == "".join(ANSWER)
+    assert events[-1].usage == TokenUsage(10, 5)
+
+
+def test_tool_calls_run_and_their_results_go_back_to_the_model(store, settings) -> None:
+    start(store)
+    provider = ScriptedProvider(
+        [ThinkingChunk("Use the calculator."),
+         ToolCall("c1", "calculator", {"expression": "17*23"}), Usage(8, 3)],
+        answer_script(Usage(20, 6)),
+    )
+    make_orchestrator(store, settings, provider).run("s1")
+    events = assert_well_formed(store)
+    kinds = [e.event_type for e in events]
+    assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("delta")
+    call = next(e for e in events if e.event_type == "tool_call")
+    result = next(e for e in events if e.event_type == "tool_result")
+    assert (call.tool_name, call.tool_input, call.tool_call_id) == (
+        "calculator", {"expression": "17*23"}, "c1")
+    assert (result.tool_call_id, result.content) == ("c1", "391")
+    second = provider.requests[1].messages
+    assert second[-2].tool_calls == (ToolCall("c1", "calculator", {"expression": "17*23"}),)
+    assert (second[-1].role, second[-1].tool_call_id, second[-1].content) == ("tool", "c1", "391")
+    assert events[-1].usage == TokenUsage(28, 9)
+
+
+def test_history_reaches_the_model_before_the_message(store, settings) -> None:
+    from chalicelib.records import HistoryTurn
+
+    store.create(NewSession(id="s1", owner_id="o", model="demo", message="и ещё?",
+                            history=(HistoryTurn("user", "Привет"),
+                                     HistoryTurn("assistant", "Здравствуйте!"))))
+    provider = ScriptedProvider(answer_script())
+    make_orchestrator(store, settings, provider).run("s1")
+    messages = provider.requests[0].messages
+    assert [(m.role, m.content) for m in messages] == [
+        ("user", "Привет"), ("assistant", "Здравствуйте!"), ("user", "и ещё?")]
+
+
+def test_bad_tool_input_becomes_an_error_result_not_a_failed_run(store, settings) -> None:
+    start(store)
+    provider = ScriptedProvider([ToolCall("c1", "calculator", {"expression": "__import__('os')"})],
+                                answer_script())
+    make_orchestrator(store, settings, provider).run("s1")
+    events = assert_well_formed(store)
+    result = next(e for e in events if e.event_type == "tool_result")
+    assert result.content.startswith("error: ")
+    assert events[-1].event_type == "done"
+
+
+def test_long_tool_output_is_truncated_with_a_marker(store, settings) -> None:
+    start(store)
+    settings = settings.with_overrides(max_tool_output_chars=100)
+    provider = ScriptedProvider([ToolCall("c1", "calculator", {"expression": "7**300"})],
+                                answer_script())
+    make_orchestrator(store, settings, provider).run("s1")
+    result = next(e for e in log(store) if e.event_type == "tool_result")
+    digits = str(7**300)
+    assert result.content == digits[:100] + f"\n…[truncated {len(digits) - 100} characters]"
+
+
+def test_provider_error_ends_the_run_as_error_keeping_the_partial_answer(store, settings) -> None:
+    start(store)
+    provider = ScriptedProvider([TextChunk("Partial "), TextChunk("answer"),
+                                 ProviderError("The model provider failed: timeout")])
+    make_orchestrator(store, settings, provider).run("s1")
+    events = assert_well_formed(store)
+    session = store.get("s1")
+    assert (session.status, session.error) == ("error", "The model provider failed: timeout")
+    assert events[-1].content == "The model provider failed: timeout"
+    assert session.answer == "Partial answer"
+
+
+def test_unexpected_exception_ends_the_run_with_a_readable_message(store, settings) -> None:
+    start(store)
+    provider = ScriptedProvider([TextChunk("x"), KeyError("internal detail")])
+    make_orchestrator(store, settings, provider).run("s1")
+    assert_well_formed(store)
+    session = store.get("s1")
+    assert (session.status, session.error) == ("error", INTERNAL_ERROR)
+    assert "Traceback" not in session.error and "internal detail" not in session.error
+
+
+def test_step_limit_ends_the_run_as_error(store, settings) -> None:
+    start(store)
+    loop = [ToolCall("c1", "calculator", {"expression": "1+1"})]
+    make_orchestrator(store, settings.with_overrides(step_limit=3), ScriptedProvider(loop)).run("s1")
+    events = assert_well_formed(store)
+    assert [e.event_type for e in events].count("tool_call") == 3
+    assert "step limit" in store.get("s1").error
+
+
+def test_redelivery_after_done_writes_nothing(store, settings) -> None:
+    start(store)
+    orchestrator = make_orchestrator(store, settings, ScriptedProvider(answer_script()))
+    orchestrator.run("s1")
+    before = (log(store), store.get("s1"))
+    orchestrator.run("s1")
+    assert (log(store), store.get("s1")) == before
+
+
+def test_redelivery_while_running_writes_nothing(store, settings) -> None:
+    start(store)
+    store.claim_lease("s1", "first-attempt")
+    make_orchestrator(store, settings, ScriptedProvider(answer_script())).run("s1")
+    assert log(store) == []
+    assert store.get("s1").attempt_id == "first-attempt"
+
+
+def test_concurrent_deliveries_make_one_run(store, settings) -> None:
+    start(store)
+    provider = ScriptedProvider(answer_script(), pause=0.01)
+    orchestrator = make_orchestrator(store, settings, provider)
+    barrier = threading.Barrier(4)
+
+    def deliver() -> None:
+        barrier.wait()
+        orchestrator.run("s1")
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(provider.requests) == 1
+    events = assert_well_formed(store)
+    assert [e.event_type for e in events].count("done") == 1
+
+
+def test_attempt_that_lost_the_lease_stops_writing(store, settings) -> None:
+    start(store)
+
+    class Takeover(TextChunk):
+        """A chunk whose arrival simulates another attempt taking the session over."""
+
+    provider = ScriptedProvider([TextChunk("a"), Takeover("b"), TextChunk("c"), Usage(1, 1)],
+                                pause=0.06)
+    original_append = store.append
+
+    def append_then_steal(session_id, fence, events, usage):
+        if any(e.content == "b" for e in events):
+            store._session(session_id).update(actions=[store._session.attemptId.set("other")])
+        return original_append(session_id, fence, events, usage)
+
+    store.append = append_then_steal  # type: ignore[method-assign]
+    make_orchestrator(store, settings, provider).run("s1")
+    assert all(e.content != "b" for e in log(store))
+    assert "done" not in [e.event_type for e in log(store)]
+    assert provider.streams[0].closed.is_set()
+
+
+def test_cancel_mid_stream_closes_the_provider_and_ends_cancelled(store, settings) -> None:
+    start(store)
+    provider = ScriptedProvider([TextChunk(f"t{i} ") for i in range(200)] + [Usage(1, 1)],
+                                pause=0.02)
+    orchestrator = make_orchestrator(store, settings, provider)
+    runner = threading.Thread(target=orchestrator.run, args=("s1",))
+    runner.start()
+    while not any(e.event_type == "delta" for e in log(store)):
+        time.sleep(0.01)
+    store.request_cancel("s1")
+    runner.join(timeout=10)
+    assert not runner.is_alive()
+    events = assert_well_formed(store)
+    assert events[-1].event_type == "cancelled"
+    assert provider.streams[0].closed.is_set()
+    assert provider.streams[0].yielded < 200
+
+
+def test_deadline_ends_the_run_cleanly(store, settings) -> None:
+    start(store)
+    provider = ScriptedProvider(answer_script())
+    make_orchestrator(store, settings, provider).run("s1", remaining_time=lambda: 5.0)
+    assert_well_formed(store)
+    assert store.get("s1").error == DEADLINE_ERROR
+
+
+def test_unknown_session_is_a_no_op(store, settings) -> None:
+    make_orchestrator(store, settings, ScriptedProvider(answer_script())).run("missing")
+    assert store.get("missing") is None
