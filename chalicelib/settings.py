@@ -84,6 +84,9 @@ class Settings:
             claim_timeout_seconds=reader.integer(
                 "CLAIM_TIMEOUT_SECONDS", cls.claim_timeout_seconds, minimum=1
             ),
+            deadline_margin_seconds=reader.number(
+                "DEADLINE_MARGIN_SECONDS", cls.deadline_margin_seconds, minimum=0.0
+            ),
             retention_days=reader.integer("RETENTION_DAYS", cls.retention_days, minimum=1),
         )
         if settings.heartbeat_interval * 3 > settings.lease_seconds:

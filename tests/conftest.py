@@ -34,8 +34,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def settings() -> Settings:
     """Settings for in-process tests: inline dispatch, fast flushes."""
+    # chalice.test gives Lambda invocations a 3-second deadline, hence the small margin.
     return Settings(dispatch_mode="inline", flush_interval=0.05, heartbeat_interval=0.2,
-                    lease_seconds=5)
+                    lease_seconds=5, deadline_margin_seconds=0.5)
 
 
 @pytest.fixture
@@ -43,3 +44,25 @@ def store(aws: None, settings: Settings) -> SessionStore:
     store = SessionStore(settings)
     store.create_tables()
     return store
+
+
+@pytest.fixture
+def components(store: SessionStore, settings: Settings, monkeypatch: pytest.MonkeyPatch):
+    """The app's components on moto with inline dispatch, installed into app.py."""
+    import app as app_module
+    from chalicelib.wiring import build_components
+
+    built = build_components(settings)
+    monkeypatch.setattr(app_module, "_components", built)
+    return built
+
+
+@pytest.fixture
+def client(components):
+    """chalice.test.Client for the app, with the project's own config."""
+    from chalice.test import Client
+
+    import app as app_module
+
+    with Client(app_module.app, stage_name="local", project_dir=str(PROJECT_DIR)) as test_client:
+        yield test_client

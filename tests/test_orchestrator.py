@@ -226,7 +226,7 @@ def test_cancel_mid_stream_closes_the_provider_and_ends_cancelled(store, setting
 def test_deadline_ends_the_run_cleanly(store, settings) -> None:
     start(store)
     provider = ScriptedProvider(answer_script())
-    make_orchestrator(store, settings, provider).run("s1", remaining_time=lambda: 5.0)
+    make_orchestrator(store, settings, provider).run("s1", remaining_time=lambda: 0.2)
     assert_well_formed(store)
     assert store.get("s1").error == DEADLINE_ERROR
 

@@ -1,0 +1,295 @@
+"""The HTTP routes through chalice.test.Client: shapes, validation, errors, ownership."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from chalicelib.dispatch import InlineDispatcher
+from chalicelib.errors import StoreUnavailable
+from tests.fakes import RecordingDispatcher
+
+JSON = {"Content-Type": "application/json"}
+FAST = " [demo rate=100000]"
+
+
+def post(client, path: str, body: object = None, raw: str | bytes | None = None,
+         headers: dict | None = None):
+    payload = raw if raw is not None else json.dumps(body)
+    return client.http.post(path, headers=headers or JSON, body=payload)
+
+
+def start(client, message: str = "what is 17*23?" + FAST, **fields: object) -> str:
+    response = post(client, "/api/chat/session", {"message": message, **fields})
+    assert response.status_code == 202, response.body
+    return response.json_body["sessionId"]
+
+
+def use_dispatcher(components, monkeypatch, dispatcher) -> None:
+    monkeypatch.setattr(components.service, "_dispatcher", dispatcher)
+
+
+def test_start_answers_202_with_the_session(client) -> None:
+    response = post(client, "/api/chat/session", {"message": "hi" + FAST})
+    assert response.status_code == 202
+    body = response.json_body
+    assert set(body) == {"sessionId", "status", "model", "createdAt"}
+    assert (body["status"], body["model"]) == ("running", "demo")
+    assert len(body["sessionId"]) >= 22
+
+
+def test_start_accepts_a_body_sent_without_json_content_type(client) -> None:
+    response = post(client, "/api/chat/session", raw=json.dumps({"message": "hi" + FAST}),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 202
+
+
+def test_start_returns_before_any_model_work(client, components, monkeypatch) -> None:
+    dispatcher = RecordingDispatcher()
+    use_dispatcher(components, monkeypatch, dispatcher)
+    session_id = start(client)
+    assert dispatcher.dispatched == [session_id]
+    events = client.http.get(f"/api/chat/session/{session_id}/events").json_body
+    assert (events["status"], events["events"]) == ("running", [])
+
+
+def test_full_run_shows_thinking_tool_call_result_deltas_and_done(client) -> None:
+    session_id = start(client)
+    page = client.http.get(f"/api/chat/session/{session_id}/events").json_body
+    kinds = [e["eventType"] for e in page["events"]]
+    assert kinds[0] == "thinking" and kinds[-1] == "done"
+    assert {"tool_call", "tool_result", "delta"} <= set(kinds)
+    result = next(e for e in page["events"] if e["eventType"] == "tool_result")
+    assert result["content"] == "391"
+    done = page["events"][-1]
+    assert done["usage"]["totalTokens"] == (done["usage"]["inputTokens"]
+                                            + done["usage"]["outputTokens"]) > 0
+    assert set(done) == {"sessionId", "seq", "eventType", "createdAt", "usage"}
+    assert (page["status"], page["hasMore"], page["lastSeq"]) == ("done", False, done["seq"])
+
+
+def test_session_object_has_every_field(client) -> None:
+    session_id = start(client, title="Sums", conversationId="conv-1")
+    session = client.http.get(f"/api/chat/session/{session_id}").json_body
+    assert set(session) == {"id", "status", "model", "title", "conversationId", "createdAt",
+                            "updatedAt", "finishedAt", "inputTokens", "outputTokens",
+                            "totalTokens", "lastSeq", "error", "answer"}
+    assert (session["title"], session["conversationId"], session["status"]) == (
+        "Sums", "conv-1", "done")
+    assert "**391**" in session["answer"]
+
+
+def test_polling_pages_by_after_and_limit(client) -> None:
+    session_id = start(client, message="hello [demo rate=100000 tokens=30]")
+    seen, after = [], 0
+    while True:
+        page = client.http.get(f"/api/chat/session/{session_id}/events?after={after}&limit=1").json_body
+        seen += [e["seq"] for e in page["events"]]
+        after = page["lastSeq"]
+        if not page["hasMore"]:
+            break
+    assert seen == list(range(1, len(seen) + 1))
+    empty = client.http.get(f"/api/chat/session/{session_id}/events?after={after}").json_body
+    assert (empty["events"], empty["lastSeq"], empty["hasMore"]) == ([], after, False)
+
+
+def test_failing_run_ends_error_with_message_and_partial_answer(client) -> None:
+    session_id = start(client, message="tell me [demo fail_after=5 rate=100000]")
+    session = client.http.get(f"/api/chat/session/{session_id}").json_body
+    page = client.http.get(f"/api/chat/session/{session_id}/events").json_body
+    deltas = "".join(e["content"] for e in page["events"] if e["eventType"] == "delta")
+    assert session["status"] == "error" and page["events"][-1]["eventType"] == "error"
+    assert "fail_after" in session["error"] and "Traceback" not in session["error"]
+    assert deltas and deltas == session["answer"]
+
+
+def test_dispatch_failure_answers_503_and_ends_the_session(client, components,
+                                                           monkeypatch) -> None:
+    use_dispatcher(components, monkeypatch, RecordingDispatcher(fail=True))
+    response = post(client, "/api/chat/session", {"message": "hi"})
+    assert response.status_code == 503
+    assert response.json_body["Code"] == "ServiceUnavailableError"
+    (session,) = client.http.get("/api/chat/sessions").json_body["sessions"]
+    assert session["status"] == "error"
+    page = client.http.get(f"/api/chat/session/{session['id']}/events").json_body
+    assert [e["eventType"] for e in page["events"]] == ["error"]
+
+
+def test_cancel_running_session_answers_202_then_it_ends_cancelled(client, components,
+                                                                   monkeypatch) -> None:
+    dispatcher = RecordingDispatcher()
+    use_dispatcher(components, monkeypatch, dispatcher)
+    session_id = start(client)
+    response = post(client, f"/api/chat/session/{session_id}/cancel")
+    assert (response.status_code, response.json_body) == (202, {"id": session_id,
+                                                                "status": "running"})
+    components.orchestrator.run(session_id)
+    page = client.http.get(f"/api/chat/session/{session_id}/events").json_body
+    assert page["status"] == "cancelled"
+    assert page["events"][-1]["eventType"] == "cancelled"
+
+
+def test_cancel_of_a_finished_session_answers_200_and_changes_nothing(client) -> None:
+    session_id = start(client)
+    before = client.http.get(f"/api/chat/session/{session_id}").json_body
+    for _ in range(2):
+        response = post(client, f"/api/chat/session/{session_id}/cancel")
+        assert (response.status_code, response.json_body) == (200, {"id": session_id,
+                                                                    "status": "done"})
+    assert client.http.get(f"/api/chat/session/{session_id}").json_body == before
+
+
+def test_list_is_newest_first_with_a_working_cursor(client) -> None:
+    ids = [start(client, message=f"n{i}" + FAST) for i in range(5)]
+    first = client.http.get("/api/chat/sessions?limit=2").json_body
+    second = client.http.get(f"/api/chat/sessions?limit=2&cursor={first['nextCursor']}").json_body
+    third = client.http.get(f"/api/chat/sessions?limit=2&cursor={second['nextCursor']}").json_body
+    listed = [s["id"] for page in (first, second, third) for s in page["sessions"]]
+    assert listed == ids[::-1]
+    assert third["nextCursor"] is None
+    assert "answer" not in first["sessions"][0]
+
+
+def test_health_is_ok(client) -> None:
+    response = client.http.get("/api/health")
+    assert (response.status_code, response.json_body) == (200, {"status": "ok"})
+
+
+def test_health_answers_503_when_the_store_is_down(client, components, monkeypatch) -> None:
+    def down() -> None:
+        raise StoreUnavailable("The session store is unavailable; try again shortly")
+
+    monkeypatch.setattr(components.store, "ping", down)
+    response = client.http.get("/api/health")
+    assert response.status_code == 503
+    assert "unavailable" in response.json_body["Message"]
+
+
+@pytest.mark.parametrize("raw, status, words", [
+    ("{bad", 400, "not valid JSON"),
+    ("", 400, "JSON object"),
+    ("[1, 2]", 400, "must be a JSON object, not a list"),
+    ('"hello"', 400, "must be a JSON object, not a string"),
+    ("null", 400, "must be a JSON object, not null"),
+    ("{}", 400, "message is required"),
+    ('{"message": ""}', 400, "message must not be empty"),
+    ('{"message": "   \\n "}', 400, "message must not be empty"),
+    ('{"message": 42}', 400, "message must be a string, not a number"),
+    ('{"message": ["hi"]}', 400, "message must be a string, not a list"),
+    ('{"message": "\\ud800"}', 400, "message contains invalid Unicode"),
+    ('{"message": "hi", "mesage": "typo"}', 400, "unknown field 'mesage'"),
+    ('{"message": "hi", "history": "x"}', 400, "history must be a list"),
+    ('{"message": "hi", "history": [1]}', 400, "history[0] must be an object"),
+    ('{"message": "hi", "history": [{"role": "system", "content": "x"}]}', 400,
+     'history[0].role must be "user" or "assistant"'),
+    ('{"message": "hi", "history": [{"role": "user"}]}', 400, "history[0].content must be a string"),
+    ('{"message": "hi", "history": [{"role": "user", "content": "x", "n": 1}]}', 400,
+     "history[0] has an unknown field 'n'"),
+    ('{"message": "hi", "model": "gpt-99"}', 400, "demo"),
+    ('{"message": "hi", "model": 7}', 400, "model must be a string"),
+    ('{"message": "hi", "title": false}', 400, "title must be a string, not a boolean"),
+    ('{"message": "hi", "conversationId": {}}', 400, "conversationId must be a string"),
+    (json.dumps({"message": "x" * 32_001}), 413, "message is 32001 characters long"),
+    (json.dumps({"message": "hi", "history": [{"role": "user", "content": "x" * 50_000}] * 2}),
+     413, "history holds 100000 bytes"),
+    (json.dumps({"message": "x" * 600_000}), 413, "the limit is 512000"),
+])
+def test_bad_start_input_is_a_clear_4xx(client, raw, status, words) -> None:
+    response = post(client, "/api/chat/session", raw=raw)
+    assert response.status_code == status, response.body
+    assert words in response.json_body["Message"]
+    assert client.http.get("/api/chat/sessions").json_body["sessions"] == []
+
+
+def test_message_at_the_limit_is_accepted(client) -> None:
+    response = post(client, "/api/chat/session", {"message": "я" * (32_000 - len(FAST)) + FAST})
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("query, words", [
+    ("after=-1", "after must be a whole number"),
+    ("after=abc", "after must be a whole number"),
+    ("after=1.5", "after must be a whole number"),
+    ("limit=0", "limit must be from 1 to 1000"),
+    ("limit=1001", "limit must be from 1 to 1000"),
+    ("limit=", "limit must be a whole number"),
+    ("wait=21", "wait must be from 0 to 20"),
+    ("wait=x", "wait must be a whole number"),
+])
+def test_bad_events_query_is_400(client, query, words) -> None:
+    session_id = start(client)
+    response = client.http.get(f"/api/chat/session/{session_id}/events?{query}")
+    assert response.status_code == 400
+    assert words in response.json_body["Message"]
+
+
+@pytest.mark.parametrize("query, words", [
+    ("limit=0", "limit must be from 1 to 100"),
+    ("limit=101", "limit must be from 1 to 100"),
+    ("cursor=not-a-cursor", "cursor is not one this server issued"),
+    ("cursor=eyJ2IjoxfQ", "cursor is not one this server issued"),
+    ("cursor=", "cursor must not be empty"),
+])
+def test_bad_list_query_is_400(client, query, words) -> None:
+    response = client.http.get(f"/api/chat/sessions?{query}")
+    assert response.status_code == 400
+    assert words in response.json_body["Message"]
+
+
+def test_cursor_of_another_owner_is_rejected(client) -> None:
+    from chalicelib.cursor import encode_cursor
+
+    forged = encode_cursor({"id": "x", "ownerId": "someone-else", "createdAt": "2026"})
+    response = client.http.get(f"/api/chat/sessions?cursor={forged}")
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/api/chat/session/{id}"),
+    ("GET", "/api/chat/session/{id}/events"),
+    ("POST", "/api/chat/session/{id}/cancel"),
+])
+@pytest.mark.parametrize("session_id", ["unknown-id", "a" * 300, "%E2%9C%93", "..%2F"])
+def test_unknown_session_is_404_naming_it(client, method, path, session_id) -> None:
+    response = client.http.request(method, path.format(id=session_id), headers=JSON, body=b"")
+    assert response.status_code == 404
+    assert response.json_body["Code"] == "NotFoundError"
+    assert "not found" in response.json_body["Message"]
+
+
+def test_another_owners_session_looks_exactly_like_an_unknown_one(client, components,
+                                                                  monkeypatch) -> None:
+    session_id = start(client)
+    monkeypatch.setattr(components.settings.__class__, "local_owner", "mallory")
+    import app as app_module
+
+    monkeypatch.setattr(app_module, "owner", lambda: "mallory")
+    mine = client.http.get(f"/api/chat/session/{session_id}")
+    unknown = client.http.get("/api/chat/session/zzzzzzzzzzzzzzzzzzzzzz")
+    assert mine.status_code == unknown.status_code == 404
+    assert mine.json_body["Code"] == unknown.json_body["Code"]
+    assert client.http.get("/api/chat/sessions").json_body["sessions"] == []
+
+
+def test_random_bodies_never_answer_5xx(client, components, monkeypatch) -> None:
+    use_dispatcher(components, monkeypatch, RecordingDispatcher())
+    rng = random.Random(20261124)
+    values = [None, True, 0, -1, 1.5, "", "x", "Привет 👩🏽‍💻", [], {}, [{}], {"role": "user"},
+              [{"role": "assistant", "content": "ok"}], "demo", "openai:", "a" * 300]
+    fields = ["message", "history", "model", "conversationId", "title", "other"]
+    for _ in range(300):
+        body = {rng.choice(fields): rng.choice(values) for _ in range(rng.randint(0, 4))}
+        response = post(client, "/api/chat/session", body)
+        assert response.status_code in (202, 400, 413), (body, response.body)
+
+
+def test_orchestrator_lambda_runs_the_session(client, components, monkeypatch) -> None:
+    use_dispatcher(components, monkeypatch, RecordingDispatcher())
+    session_id = start(client)
+    client.lambda_.invoke("orchestrator", {"sessionId": session_id})
+    assert client.http.get(f"/api/chat/session/{session_id}").json_body["status"] == "done"
+
+
+def test_inline_dispatch_is_what_the_unit_settings_use(components) -> None:
+    assert isinstance(components.dispatcher, InlineDispatcher)
