@@ -126,7 +126,8 @@ class _EnvReader:
         try:
             value = kind(raw)
         except ValueError:
-            raise SettingsError(f"{name} must be a {kind.__name__}, not {raw!r}") from None
+            noun = "whole number" if kind is int else "number"
+            raise SettingsError(f"{name} must be a {noun}, not {raw!r}") from None
         if value < minimum:
             raise SettingsError(f"{name} must be at least {minimum}, not {value}")
         return value

@@ -1,0 +1,93 @@
+"""Dispatchers: the Lambda async invoke (botocore Stubber), the thread pool, inline."""
+from __future__ import annotations
+
+import json
+import threading
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from chalicelib.dispatch import InlineDispatcher, LambdaDispatcher, ThreadDispatcher
+from chalicelib.errors import DispatchFailed
+from chalicelib.settings import Settings
+from chalicelib.wiring import build_dispatcher
+
+
+@pytest.fixture
+def lambda_client():
+    return boto3.client("lambda", region_name="us-east-1", aws_access_key_id="testing",
+                        aws_secret_access_key="testing")
+
+
+def test_lambda_dispatch_is_an_async_invoke_with_only_the_session_id(lambda_client) -> None:
+    with Stubber(lambda_client) as stubber:
+        stubber.add_response(
+            "invoke",
+            {"StatusCode": 202},
+            {"FunctionName": "backchat-dev-orchestrator", "InvocationType": "Event",
+             "Payload": json.dumps({"sessionId": "abc"}).encode("utf-8")},
+        )
+        LambdaDispatcher(lambda_client, "backchat-dev-orchestrator").dispatch("abc")
+        stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize("error_code", ["TooManyRequestsException", "ResourceNotFoundException",
+                                        "ServiceException"])
+def test_lambda_invoke_error_is_a_dispatch_failure(lambda_client, error_code) -> None:
+    with Stubber(lambda_client) as stubber:
+        stubber.add_client_error("invoke", service_error_code=error_code, http_status_code=429)
+        with pytest.raises(DispatchFailed):
+            LambdaDispatcher(lambda_client, "fn").dispatch("abc")
+
+
+def test_lambda_invoke_not_accepted_is_a_dispatch_failure(lambda_client) -> None:
+    with Stubber(lambda_client) as stubber:
+        stubber.add_response("invoke", {"StatusCode": 200})
+        with pytest.raises(DispatchFailed):
+            LambdaDispatcher(lambda_client, "fn").dispatch("abc")
+
+
+def test_thread_dispatch_returns_before_the_run_finishes() -> None:
+    release = threading.Event()
+    finished: list[str] = []
+
+    def run(session_id: str) -> None:
+        release.wait(5)
+        finished.append(session_id)
+
+    dispatcher = ThreadDispatcher(run, workers=2)
+    dispatcher.dispatch("s1")
+    assert finished == []
+    release.set()
+    dispatcher.shutdown()
+    assert finished == ["s1"]
+
+
+def test_thread_dispatch_survives_a_crashing_run() -> None:
+    ran: list[str] = []
+
+    def run(session_id: str) -> None:
+        ran.append(session_id)
+        raise RuntimeError("boom")
+
+    dispatcher = ThreadDispatcher(run, workers=1)
+    dispatcher.dispatch("a")
+    dispatcher.dispatch("b")
+    dispatcher.shutdown()
+    assert ran == ["a", "b"]
+
+
+def test_inline_dispatch_runs_before_returning() -> None:
+    ran: list[str] = []
+    InlineDispatcher(ran.append).dispatch("s1")
+    assert ran == ["s1"]
+
+
+@pytest.mark.parametrize("mode, kind", [("lambda", LambdaDispatcher), ("thread", ThreadDispatcher),
+                                        ("inline", InlineDispatcher)])
+def test_dispatch_mode_chooses_the_dispatcher(mode, kind, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    orchestrator = type("Orchestrator", (), {"run": lambda self, session_id: None})()
+    dispatcher = build_dispatcher(Settings(dispatch_mode=mode), orchestrator)
+    assert isinstance(dispatcher, kind)
