@@ -11,6 +11,7 @@ from chalice import (
     ChaliceViewError,
     CORSConfig,
     NotFoundError,
+    Rate,
     Response,
     TooManyRequestsError,
     UnauthorizedError,
@@ -132,3 +133,9 @@ def orchestrator(event: dict[str, Any], context: Any) -> None:
     """Run one session; Lambda invokes this asynchronously with {"sessionId": ...}."""
     get_components().orchestrator.run(event["sessionId"],
                                       remaining_time=lambda: context.get_remaining_time_in_millis() / 1000)
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="reaper")
+def reaper(event: Any) -> None:
+    """End running sessions whose orchestrator stopped renewing its lease."""
+    get_components().reaper.reap()

@@ -49,6 +49,8 @@ class Settings:
     # Stop this long before the Lambda deadline so the terminal event is always written.
     deadline_margin_seconds: float = 10.0
     retention_days: int = 30
+    # The local stack has no scheduler: a thread reaps this often (deployed: every minute).
+    local_reaper_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -88,6 +90,9 @@ class Settings:
                 "DEADLINE_MARGIN_SECONDS", cls.deadline_margin_seconds, minimum=0.0
             ),
             retention_days=reader.integer("RETENTION_DAYS", cls.retention_days, minimum=1),
+            local_reaper_seconds=reader.number(
+                "LOCAL_REAPER_SECONDS", cls.local_reaper_seconds, minimum=0.1
+            ),
         )
         if settings.heartbeat_interval * 3 > settings.lease_seconds:
             raise SettingsError("HEARTBEAT_INTERVAL must be at most a third of LEASE_SECONDS")

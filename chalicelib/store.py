@@ -42,14 +42,21 @@ class SessionExists(Exception):
 
 @dataclass(frozen=True)
 class Fence:
-    """Who may write: an orchestrator attempt, or the system for a run never claimed."""
+    """Who may write: an orchestrator attempt, or the system ending a run no attempt holds."""
 
     attempt_id: str | None
+    # Only for the reaper: the session's lease must have run out.
+    lease_expired: bool = False
 
     @classmethod
     def unclaimed(cls) -> "Fence":
         """Return the fence for ending a session no attempt has claimed (dispatch failed)."""
         return cls(attempt_id=None)
+
+    @classmethod
+    def expired(cls) -> "Fence":
+        """Return the fence for ending a session whose lease ran out (the reaper)."""
+        return cls(attempt_id=None, lease_expired=True)
 
 
 class SessionStore:
@@ -241,6 +248,8 @@ class SessionStore:
 
     def _fence_condition(self, fence: Fence, now_ms: int) -> Any:
         S = self._session
+        if fence.lease_expired:
+            return (S.status == RUNNING) & (S.leaseUntil < now_ms)
         if fence.attempt_id is None:
             return S.attemptId.does_not_exist() & (S.status == RUNNING)
         return (S.attemptId == fence.attempt_id) & (S.status == RUNNING) & (S.leaseUntil >= now_ms)
@@ -273,6 +282,15 @@ class SessionStore:
         logger.warning("session %s: write by attempt %s refused; the lease is lost",
                        session_id, fence.attempt_id)
         return LeaseLost(f"Attempt {fence.attempt_id} no longer owns session {session_id}")
+
+    def expired_runs(self, limit: int = 100) -> list[str]:
+        """Return ids of running sessions whose lease has run out, from the sparse index."""
+        S = self._session
+        with _translate_errors():
+            items = S.running_index.query(RUN_STATE_RUNNING,
+                                          range_key_condition=S.leaseUntil < clock.now_ms(),
+                                          limit=limit)
+            return [item.id for item in items]
 
     # -- events ---------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from chalicelib.dispatch import Dispatcher, InlineDispatcher, LambdaDispatcher, 
 from chalicelib.orchestrator import Orchestrator
 from chalicelib.providers import ProviderRegistry
 from chalicelib.providers.demo import DemoProvider
+from chalicelib.reaper import LocalReaperLoop, Reaper
 from chalicelib.service import ChatService
 from chalicelib.settings import Settings
 from chalicelib.store import SessionStore
@@ -22,6 +23,7 @@ class Components:
     orchestrator: Orchestrator
     dispatcher: Dispatcher
     service: ChatService
+    reaper: Reaper
 
 
 def build_components(settings: Settings, dispatcher: Dispatcher | None = None) -> Components:
@@ -31,7 +33,10 @@ def build_components(settings: Settings, dispatcher: Dispatcher | None = None) -
     orchestrator = Orchestrator(store, providers, default_tools(), settings)
     dispatcher = dispatcher or build_dispatcher(settings, orchestrator)
     service = ChatService(settings, store, dispatcher, providers)
-    return Components(settings, store, orchestrator, dispatcher, service)
+    reaper = Reaper(store)
+    if settings.dispatch_mode == "thread":
+        LocalReaperLoop(reaper, settings.local_reaper_seconds).start()
+    return Components(settings, store, orchestrator, dispatcher, service, reaper)
 
 
 def build_dispatcher(settings: Settings, orchestrator: Orchestrator) -> Dispatcher:
