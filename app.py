@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from typing import Any, Callable
 
 from chalice import (
@@ -48,14 +49,17 @@ HTTP_ERRORS: dict[type[errors.BackchatError], type[ChaliceViewError]] = {
 }
 
 _components: Components | None = None
+_components_lock = threading.Lock()
 
 
 def get_components() -> Components:
     """Return the process's components, built on first use (once per container)."""
     global _components
-    if _components is None:
-        _components = build_components(Settings.from_env())
-    return _components
+    # `chalice local` serves requests on several threads; build one set, not one each.
+    with _components_lock:
+        if _components is None:
+            _components = build_components(Settings.from_env())
+        return _components
 
 
 CORS = CORSConfig(

@@ -29,7 +29,6 @@ RUN_STATE_RUNNING = "running"
 
 # What the owner index copies besides its keys: enough for a list row, not the input.
 LIST_ATTRIBUTES = [
-    "id",
     "status",
     "model",
     "title",
