@@ -95,7 +95,9 @@ BODY_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencod
 @app.route("/api/chat/session", methods=["POST"], cors=CORS, content_types=BODY_TYPES)
 @http_errors
 def start_session() -> Response:
-    body = get_components().service.start(owner(), app.current_request.raw_body)
+    request = app.current_request
+    body = get_components().service.start(owner(), request.raw_body,
+                                           request.headers.get("idempotency-key"))
     return Response(body=body, status_code=202)
 
 

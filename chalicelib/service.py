@@ -1,6 +1,9 @@
 """ChatService: what each HTTP route does, with no HTTP in it."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import logging
 import secrets
 import time
@@ -10,12 +13,23 @@ from typing import Any, Callable, Mapping
 from chalicelib import clock
 from chalicelib.cursor import decode_cursor, encode_cursor
 from chalicelib.dispatch import Dispatcher
-from chalicelib.errors import DispatchFailed, LeaseLost, SessionNotFound
+from chalicelib.errors import (
+    DispatchFailed,
+    IdempotencyConflict,
+    LeaseLost,
+    SessionNotFound,
+)
 from chalicelib.providers import ProviderRegistry
 from chalicelib.records import ERROR, EventRecord, NewSession, RunEnding, SessionRecord
 from chalicelib.settings import Settings
 from chalicelib.store import Fence, SessionExists, SessionStore
-from chalicelib.validation import parse_events_query, parse_list_query, parse_start_request
+from chalicelib.validation import (
+    StartRequest,
+    parse_events_query,
+    parse_idempotency_key,
+    parse_list_query,
+    parse_start_request,
+)
 from chalicelib.views import event_view, session_view
 
 logger = logging.getLogger(__name__)
@@ -28,6 +42,20 @@ LONG_POLL_INTERVAL = 0.1
 def new_session_id() -> str:
     """Return a random, unguessable session id (128 bits, URL-safe)."""
     return secrets.token_urlsafe(16)
+
+
+def _idempotent_id(owner_id: str, key: str) -> str:
+    digest = hashlib.sha256(f"{owner_id}\n{key}".encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest[:16]).decode("ascii").rstrip("=")
+
+
+def _request_hash(request: StartRequest, model: str) -> str:
+    canonical = json.dumps(
+        [request.message, [[t.role, t.content] for t in request.history], model,
+         request.conversation_id, request.title],
+        ensure_ascii=False, separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -52,28 +80,52 @@ class ChatService:
         self._new_id = new_id
         self._sleep = sleep
 
-    def start(self, owner_id: str, raw_body: bytes | None) -> dict[str, Any]:
-        """Store a new session, hand it to the orchestrator and return at once."""
+    def start(self, owner_id: str, raw_body: bytes | None,
+              idempotency_key: str | None = None) -> dict[str, Any]:
+        """Store a new session, hand it to the orchestrator and return at once.
+
+        With an idempotency key, a retried start returns the first session instead of
+        starting a second run (the session id is derived from the owner and the key).
+        """
+        key = parse_idempotency_key(idempotency_key)
         request = parse_start_request(raw_body, self._settings)
         model = request.model or self._settings.default_model
         self._providers.resolve(model)
         new = NewSession(
-            id=self._new_id(),
+            id=_idempotent_id(owner_id, key) if key else self._new_id(),
             owner_id=owner_id,
             model=model,
             message=request.message,
             history=request.history,
             title=request.title,
             conversation_id=request.conversation_id,
+            idempotency_key=key,
+            request_hash=_request_hash(request, model) if key else None,
         )
         try:
             session = self._store.create(new)
         except SessionExists:
-            # 128 random bits do not collide; a repeat means the id source is broken.
-            raise RuntimeError(f"session id {new.id} is already taken") from None
-        self._dispatch(session)
+            if not key:
+                # 128 random bits do not collide; a repeat means the id source is broken.
+                raise RuntimeError(f"session id {new.id} is already taken") from None
+            session = self._replayed(new)
+        else:
+            self._dispatch(session)
         return {"sessionId": session.id, "status": session.status, "model": session.model,
                 "createdAt": session.created_at}
+
+    def _replayed(self, new: NewSession) -> SessionRecord:
+        """Return the session a retried start refers to; the run is not dispatched again."""
+        existing = self._store.get(new.id)
+        if existing is None:
+            raise IdempotencyConflict(
+                "this Idempotency-Key belonged to a session that has expired; use a new key"
+            )
+        if existing.owner_id != new.owner_id or existing.request_hash != new.request_hash:
+            raise IdempotencyConflict(
+                "this Idempotency-Key was already used with a different request body"
+            )
+        return existing
 
     def get(self, owner_id: str, session_id: str) -> dict[str, Any]:
         """Return the caller's session."""

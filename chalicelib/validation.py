@@ -16,6 +16,7 @@ MAX_EVENTS_LIMIT = 1000
 DEFAULT_EVENTS_LIMIT = 200
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
+MAX_IDEMPOTENCY_KEY_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,20 @@ def parse_start_request(raw_body: bytes | None, settings: Settings) -> StartRequ
                               max_chars=settings.max_conversation_id_chars),
         title=_text(body, "title", max_chars=settings.max_title_chars),
     )
+
+
+def parse_idempotency_key(header: str | None) -> str | None:
+    """Return the Idempotency-Key header's value, or None when absent."""
+    if header is None:
+        return None
+    if not 1 <= len(header) <= MAX_IDEMPOTENCY_KEY_CHARS or not all(
+        33 <= ord(c) <= 126 for c in header
+    ):
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII "
+            "characters without spaces (a UUID, say)"
+        )
+    return header
 
 
 def parse_events_query(params: Mapping[str, str] | None) -> EventsQuery:

@@ -293,3 +293,57 @@ def test_orchestrator_lambda_runs_the_session(client, components, monkeypatch) -
 
 def test_inline_dispatch_is_what_the_unit_settings_use(components) -> None:
     assert isinstance(components.dispatcher, InlineDispatcher)
+
+
+def start_with_key(client, key: str, message: str = "hi" + FAST):
+    return post(client, "/api/chat/session", {"message": message},
+                headers={**JSON, "Idempotency-Key": key})
+
+
+def test_retried_start_with_the_same_key_returns_the_same_session(client, components,
+                                                                  monkeypatch) -> None:
+    dispatcher = RecordingDispatcher()
+    use_dispatcher(components, monkeypatch, dispatcher)
+    first = start_with_key(client, "key-1")
+    second = start_with_key(client, "key-1")
+    assert first.status_code == second.status_code == 202
+    assert first.json_body["sessionId"] == second.json_body["sessionId"]
+    assert dispatcher.dispatched == [first.json_body["sessionId"]]
+    assert len(client.http.get("/api/chat/sessions").json_body["sessions"]) == 1
+
+
+def test_concurrent_starts_with_one_key_make_one_session_and_one_dispatch(
+        client, components, monkeypatch) -> None:
+    import threading
+
+    dispatcher = RecordingDispatcher()
+    use_dispatcher(components, monkeypatch, dispatcher)
+    service = components.service
+    barrier = threading.Barrier(6)
+    ids: list[str] = []
+
+    def start_once() -> None:
+        barrier.wait()
+        ids.append(service.start("local", json.dumps({"message": "hi"}).encode(), "same")["sessionId"])
+
+    threads = [threading.Thread(target=start_once) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(ids)) == 1 and len(ids) == 6
+    assert dispatcher.dispatched == [ids[0]]
+
+
+def test_same_key_with_another_body_is_422(client) -> None:
+    start_with_key(client, "key-2", "first message" + FAST)
+    response = start_with_key(client, "key-2", "another message")
+    assert response.status_code == 422
+    assert "different request body" in response.json_body["Message"]
+
+
+@pytest.mark.parametrize("key", ["", "has space", "x" * 129, "ключ"])
+def test_malformed_idempotency_key_is_400(client, key) -> None:
+    response = start_with_key(client, key)
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json_body["Message"]
