@@ -11,6 +11,7 @@ Run `python -m scripts.embedded_dynamodb -H 127.0.0.1 -p 8001` for a moto server
 """
 from __future__ import annotations
 
+import copy
 import functools
 import sys
 import threading
@@ -47,7 +48,9 @@ def _locked(method: Any) -> Any:
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with _LOCK:
-            return method(*args, **kwargs)
+            # moto serialises the returned items after the call: hand it a private copy so
+            # another thread's write cannot change them mid-serialisation.
+            return copy.deepcopy(method(*args, **kwargs))
 
     return wrapper
 

@@ -1,0 +1,45 @@
+# backchat developer targets: `make run` (the local stack), `make test` (what CI runs).
+
+PYTHON ?= python3
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+# apt-get needs root: use sudo when not root and sudo exists.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: run test chromium clean distclean
+
+run: $(VENV_STAMP)
+	exec $(VENV_PYTHON) -m scripts.local_stack
+
+# pytest's exit status is make's: failures fail, and so does collecting no tests (5).
+test: $(VENV_STAMP) chromium
+	$(VENV_PYTHON) -m pytest
+
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		echo "$(CHROMIUM) is missing; installing the chromium package"; \
+		$(APT_GET) update && $(APT_GET) install -y chromium; \
+	fi
+
+# pip is never upgraded: chalice pins it below 26.3.
+$(VENV_STAMP): requirements.txt requirements-dev.txt
+	@if [ ! -x $(VENV_PYTHON) ]; then \
+		$(PYTHON) -m venv $(VENV) || { \
+			echo "$(PYTHON) -m venv failed; installing python3-venv"; \
+			rm -rf $(VENV); \
+			$(APT_GET) update && $(APT_GET) install -y python3-venv && $(PYTHON) -m venv $(VENV); \
+		}; \
+	fi
+	$(VENV_PYTHON) -m pip install -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf .pytest_cache test-artifacts build
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+# Also the virtualenv: the next target that needs it reinstalls every requirement.
+distclean: clean
+	rm -rf $(VENV)

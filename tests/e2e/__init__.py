@@ -1,0 +1,1 @@
+"""End-to-end tests: the real local stack (moto server, chalice local, page server) over HTTP."""
