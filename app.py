@@ -10,6 +10,7 @@ from chalice import (
     BadRequestError,
     Chalice,
     ChaliceViewError,
+    CognitoUserPoolAuthorizer,
     CORSConfig,
     NotFoundError,
     Rate,
@@ -20,7 +21,6 @@ from chalice import (
 )
 
 from chalicelib import errors
-from chalicelib.auth import owner_of_request
 from chalicelib.settings import Settings
 from chalicelib.wiring import Components, build_components
 
@@ -62,10 +62,17 @@ def get_components() -> Components:
         return _components
 
 
+# Route decorators run at import, so what they need is read from the environment here.
+_import_settings = Settings.from_env()
 CORS = CORSConfig(
-    allow_origin=Settings.from_env().cors_origin,
+    allow_origin=_import_settings.cors_origin,
     allow_headers=["Content-Type", "Authorization", "X-Api-Key", "Idempotency-Key"],
     max_age=600,
+)
+AUTHORIZER = (
+    CognitoUserPoolAuthorizer("backchat", provider_arns=[_import_settings.cognito_user_pool_arn])
+    if _import_settings.auth_mode == "cognito"
+    else None
 )
 
 
@@ -86,13 +93,17 @@ def http_errors(view: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def owner() -> str:
-    return owner_of_request(app.current_request.headers, get_components().settings)
+    """Return the caller's owner id; raise NotAuthenticated (401) without valid credentials."""
+    request = app.current_request
+    return get_components().authenticator.owner(request.headers, request.context)
 
 
 BODY_TYPES = ["application/json", "text/plain", "application/x-www-form-urlencoded"]
+# Routes that act for an owner: CORS, and the Cognito authorizer in cognito mode.
+OWNER_ROUTE: dict[str, Any] = {"cors": CORS, "authorizer": AUTHORIZER}
 
 
-@app.route("/api/chat/session", methods=["POST"], cors=CORS, content_types=BODY_TYPES)
+@app.route("/api/chat/session", methods=["POST"], **OWNER_ROUTE, content_types=BODY_TYPES)
 @http_errors
 def start_session() -> Response:
     request = app.current_request
@@ -101,26 +112,26 @@ def start_session() -> Response:
     return Response(body=body, status_code=202)
 
 
-@app.route("/api/chat/session/{session_id}", methods=["GET"], cors=CORS)
+@app.route("/api/chat/session/{session_id}", methods=["GET"], **OWNER_ROUTE)
 @http_errors
 def get_session(session_id: str) -> dict[str, Any]:
     return get_components().service.get(owner(), session_id)
 
 
-@app.route("/api/chat/session/{session_id}/events", methods=["GET"], cors=CORS)
+@app.route("/api/chat/session/{session_id}/events", methods=["GET"], **OWNER_ROUTE)
 @http_errors
 def session_events(session_id: str) -> dict[str, Any]:
     params = app.current_request.query_params
     return get_components().service.events(owner(), session_id, params)
 
 
-@app.route("/api/chat/sessions", methods=["GET"], cors=CORS)
+@app.route("/api/chat/sessions", methods=["GET"], **OWNER_ROUTE)
 @http_errors
 def list_sessions() -> dict[str, Any]:
     return get_components().service.list(owner(), app.current_request.query_params)
 
 
-@app.route("/api/chat/session/{session_id}/cancel", methods=["POST"], cors=CORS,
+@app.route("/api/chat/session/{session_id}/cancel", methods=["POST"], **OWNER_ROUTE,
            content_types=BODY_TYPES)
 @http_errors
 def cancel_session(session_id: str) -> Response:

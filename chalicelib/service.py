@@ -18,6 +18,7 @@ from chalicelib.errors import (
     IdempotencyConflict,
     LeaseLost,
     SessionNotFound,
+    TooManyRunningSessions,
 )
 from chalicelib.providers import ProviderRegistry
 from chalicelib.records import ERROR, EventRecord, NewSession, RunEnding, SessionRecord
@@ -35,6 +36,8 @@ from chalicelib.views import event_view, session_view
 logger = logging.getLogger(__name__)
 
 DISPATCH_ERROR = "The run could not be started (the background worker did not accept it)."
+# A Lambda invocation lasts at most 15 minutes.
+MAX_RUN_SECONDS = 900
 # How often a long-poll re-reads the store while it waits.
 LONG_POLL_INTERVAL = 0.1
 
@@ -42,6 +45,11 @@ LONG_POLL_INTERVAL = 0.1
 def new_session_id() -> str:
     """Return a random, unguessable session id (128 bits, URL-safe)."""
     return secrets.token_urlsafe(16)
+
+
+def _start_view(session: SessionRecord) -> dict[str, Any]:
+    return {"sessionId": session.id, "status": session.status, "model": session.model,
+            "createdAt": session.created_at}
 
 
 def _idempotent_id(owner_id: str, key: str) -> str:
@@ -102,6 +110,9 @@ class ChatService:
             idempotency_key=key,
             request_hash=_request_hash(request, model) if key else None,
         )
+        if key and self._store.get(new.id) is not None:
+            return _start_view(self._replayed(new))
+        self._check_running_cap(owner_id)
         try:
             session = self._store.create(new)
         except SessionExists:
@@ -111,8 +122,18 @@ class ChatService:
             session = self._replayed(new)
         else:
             self._dispatch(session)
-        return {"sessionId": session.id, "status": session.status, "model": session.model,
-                "createdAt": session.created_at}
+        return _start_view(session)
+
+    def _check_running_cap(self, owner_id: str) -> None:
+        cap = self._settings.max_running_per_owner
+        # No run lasts longer than this, so older sessions need not be counted.
+        window_ms = (self._settings.claim_timeout_seconds + MAX_RUN_SECONDS
+                     + self._settings.lease_seconds) * 1000
+        since = clock.iso_from_ms(clock.now_ms() - window_ms)
+        if self._store.count_running(owner_id, since, stop_at=cap) >= cap:
+            raise TooManyRunningSessions(
+                f"You already have {cap} sessions running; wait for one to finish or cancel one"
+            )
 
     def _replayed(self, new: NewSession) -> SessionRecord:
         """Return the session a retried start refers to; the run is not dispatched again."""

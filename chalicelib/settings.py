@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 DISPATCH_MODES = ("lambda", "thread", "inline")
-AUTH_MODES = ("none",)
+AUTH_MODES = ("none", "apikey", "cognito")
 
 
 class SettingsError(ValueError):
@@ -29,6 +29,10 @@ class Settings:
     default_model: str = "demo"
     auth_mode: str = "none"
     local_owner: str = "local"
+    # apikey mode: "owner:sha256-hex,..." (see chalicelib/auth.py); never the keys themselves.
+    api_key_hashes: str = ""
+    cognito_user_pool_arn: str = ""
+    max_running_per_owner: int = 50
     cors_origin: str = "*"
     max_body_bytes: int = 512_000
     max_message_chars: int = 32_000
@@ -69,6 +73,11 @@ class Settings:
             default_model=reader.text("DEFAULT_MODEL", cls.default_model),
             auth_mode=reader.choice("AUTH_MODE", cls.auth_mode, AUTH_MODES),
             local_owner=reader.text("LOCAL_OWNER", cls.local_owner),
+            api_key_hashes=reader.text("API_KEY_HASHES", cls.api_key_hashes),
+            cognito_user_pool_arn=reader.text("COGNITO_USER_POOL_ARN", cls.cognito_user_pool_arn),
+            max_running_per_owner=reader.integer(
+                "MAX_RUNNING_PER_OWNER", cls.max_running_per_owner, minimum=1
+            ),
             cors_origin=reader.text("CORS_ORIGIN", cls.cors_origin),
             max_body_bytes=reader.integer("MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
             max_message_chars=reader.integer("MAX_MESSAGE_CHARS", cls.max_message_chars, minimum=1),
@@ -94,6 +103,10 @@ class Settings:
                 "LOCAL_REAPER_SECONDS", cls.local_reaper_seconds, minimum=0.1
             ),
         )
+        if settings.auth_mode == "apikey" and not settings.api_key_hashes:
+            raise SettingsError("AUTH_MODE=apikey needs API_KEY_HASHES (owner:sha256-hex,...)")
+        if settings.auth_mode == "cognito" and not settings.cognito_user_pool_arn:
+            raise SettingsError("AUTH_MODE=cognito needs COGNITO_USER_POOL_ARN")
         if settings.heartbeat_interval * 3 > settings.lease_seconds:
             raise SettingsError("HEARTBEAT_INTERVAL must be at most a third of LEASE_SECONDS")
         return settings

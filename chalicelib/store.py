@@ -156,6 +156,21 @@ class SessionStore:
             sessions=tuple(r for r in page if not _expired(r.expires_at)), next_key=next_key
         )
 
+    def count_running(self, owner_id: str, created_since: str, stop_at: int) -> int:
+        """Count the owner's running sessions created since a time, up to stop_at.
+
+        Reads the owner index, so a session started a moment ago may not be counted yet.
+        """
+        S = self._session
+        count = 0
+        with _translate_errors():
+            for _ in S.owner_index.query(owner_id, S.createdAt >= created_since,
+                                         filter_condition=S.status == RUNNING):
+                count += 1
+                if count >= stop_at:
+                    break
+        return count
+
     def request_cancel(self, session_id: str) -> None:
         """Mark a running session for cancellation; a finished one is left unchanged."""
         session = self._session(session_id)

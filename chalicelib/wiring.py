@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chalicelib.auth import Authenticator, parse_key_hashes
 from chalicelib.dispatch import Dispatcher, InlineDispatcher, LambdaDispatcher, ThreadDispatcher
 from chalicelib.orchestrator import Orchestrator
 from chalicelib.providers import ProviderRegistry
@@ -24,6 +25,7 @@ class Components:
     dispatcher: Dispatcher
     service: ChatService
     reaper: Reaper
+    authenticator: Authenticator
 
 
 def build_components(settings: Settings, dispatcher: Dispatcher | None = None) -> Components:
@@ -36,7 +38,9 @@ def build_components(settings: Settings, dispatcher: Dispatcher | None = None) -
     reaper = Reaper(store)
     if settings.dispatch_mode == "thread":
         LocalReaperLoop(reaper, settings.local_reaper_seconds).start()
-    return Components(settings, store, orchestrator, dispatcher, service, reaper)
+    authenticator = Authenticator(settings.auth_mode, settings.local_owner,
+                                  parse_key_hashes(settings.api_key_hashes))
+    return Components(settings, store, orchestrator, dispatcher, service, reaper, authenticator)
 
 
 def build_dispatcher(settings: Settings, orchestrator: Orchestrator) -> Dispatcher:
