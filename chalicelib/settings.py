@@ -53,6 +53,8 @@ class Settings:
     # Stop this long before the Lambda deadline so the terminal event is always written.
     deadline_margin_seconds: float = 10.0
     retention_days: int = 30
+    # Tries of a run's write when DynamoDB throttles (botocore's own retries come first).
+    store_retries: int = 5
     # The local stack has no scheduler: a thread reaps this often (deployed: every minute).
     local_reaper_seconds: float = 5.0
 
@@ -99,6 +101,7 @@ class Settings:
                 "DEADLINE_MARGIN_SECONDS", cls.deadline_margin_seconds, minimum=0.0
             ),
             retention_days=reader.integer("RETENTION_DAYS", cls.retention_days, minimum=1),
+            store_retries=reader.integer("STORE_RETRIES", cls.store_retries, minimum=1),
             local_reaper_seconds=reader.number(
                 "LOCAL_REAPER_SECONDS", cls.local_reaper_seconds, minimum=0.1
             ),

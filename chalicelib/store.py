@@ -6,11 +6,15 @@ attempt can never write after it lost the session.
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import random
+import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
@@ -34,6 +38,16 @@ from chalicelib.settings import Settings
 logger = logging.getLogger(__name__)
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
+# Errors worth another try: DynamoDB is throttling or briefly unable to serve.
+TRANSIENT_CODES = frozenset({
+    "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+    "InternalServerError", "ServiceUnavailable", "TransactionConflictException",
+    "TransactionInProgressException", "ThrottlingError", "TransactionConflict",
+})
+
+
+class StoreThrottled(StoreUnavailable):
+    """DynamoDB refused a request for a transient reason; another try may succeed."""
 
 
 class SessionExists(Exception):
@@ -62,8 +76,10 @@ class Fence:
 class SessionStore:
     """Sessions and their event logs in DynamoDB."""
 
-    def __init__(self, settings: Settings, models: BoundModels | None = None) -> None:
+    def __init__(self, settings: Settings, models: BoundModels | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._settings = settings
+        self._sleep = sleep
         self._models = models or bind_models(settings)
         self._session = self._models.session
         self._event = self._models.event
@@ -272,16 +288,27 @@ class SessionStore:
     def _write(self, session_id: str, fence: Fence, actions: list[Any], condition: Any,
                events: Sequence[EventRecord]) -> None:
         connection = self._session._get_connection().connection
-        try:
-            with _translate_errors():
-                with TransactWrite(connection=connection) as transaction:
-                    transaction.update(self._session(session_id), actions=actions,
-                                       condition=condition)
-                    for event in events:
-                        transaction.save(self._event_item(event),
-                                         condition=self._event.seq.does_not_exist())
-        except _ConditionFailed:
-            raise self._why_rejected(session_id, fence) from None
+        # One token for every try: DynamoDB applies a retried transaction only once.
+        token = uuid.uuid4().hex
+        for attempt in itertools.count(1):
+            try:
+                with _translate_errors():
+                    with TransactWrite(connection=connection,
+                                       client_request_token=token) as transaction:
+                        transaction.update(self._session(session_id), actions=actions,
+                                           condition=condition)
+                        for event in events:
+                            transaction.save(self._event_item(event),
+                                             condition=self._event.seq.does_not_exist())
+                return
+            except _ConditionFailed:
+                raise self._why_rejected(session_id, fence) from None
+            except StoreThrottled:
+                if attempt >= self._settings.store_retries:
+                    raise
+                logger.info("session %s: DynamoDB throttled a write; retry %d", session_id,
+                            attempt)
+                self._sleep(_backoff(attempt))
 
     def _why_rejected(self, session_id: str, fence: Fence) -> Exception:
         """Return CancelRequested or LeaseLost for a fenced write that was refused."""
@@ -357,9 +384,11 @@ def _translate_errors() -> Iterator[None]:
     try:
         yield
     except TransactWriteError as error:
-        reasons = [r.code for r in error.cancellation_reasons if r is not None]
+        reasons = {r.code for r in error.cancellation_reasons if r is not None}
         if "ConditionalCheckFailed" in reasons:
             raise _ConditionFailed() from error
+        if reasons & TRANSIENT_CODES or error.cause_response_code in TRANSIENT_CODES:
+            raise StoreThrottled("DynamoDB is throttling; try again shortly") from error
         raise StoreUnavailable(f"DynamoDB refused the transaction: {error.cause_response_code}") from error
     except DoesNotExist:
         raise
@@ -367,7 +396,14 @@ def _translate_errors() -> Iterator[None]:
         if error.cause_response_code == CONDITION_FAILED:
             raise _ConditionFailed() from error
         logger.warning("DynamoDB request failed: %s", error.cause_response_code or error)
+        if error.cause_response_code in TRANSIENT_CODES:
+            raise StoreThrottled("DynamoDB is throttling; try again shortly") from error
         raise StoreUnavailable("The session store is unavailable; try again shortly") from error
+
+
+def _backoff(attempt: int) -> float:
+    """Return the pause before retry `attempt`: exponential with full jitter, at most 2 s."""
+    return random.uniform(0, min(2.0, 0.05 * 2 ** attempt))
 
 
 def _expiry(now_ms: int, retention_days: int) -> datetime:

@@ -198,7 +198,12 @@ class EventWriter:
         answer = self.answer + "".join(e.content or "" for e in pending if e.event_type == DELTA)
         ending = RunEnding(status=status, terminal_event=terminal, answer=answer,
                            usage=self._usage, error=error)
-        self._store.finish(self._session_id, self._fence, pending, ending)
+        try:
+            self._store.finish(self._session_id, self._fence, pending, ending)
+        except Exception:
+            # The terminal event was not written: its seq is free for the next ending.
+            self._next_seq -= 1
+            raise
         self._mark_written()
         self._finished = True
         logger.info("session %s: ended %s at seq %d", self._session_id, status, terminal.seq)
