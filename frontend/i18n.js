@@ -1,0 +1,101 @@
+// The page's words in English and Russian. Pure: no DOM, no network.
+
+const MESSAGES = {
+  en: {
+    pageTitle: "backchat",
+    conversations: "Conversations",
+    transcript: "Conversation",
+    newChat: "New chat",
+    showConversations: "Show conversations",
+    hideConversations: "Hide conversations",
+    deleteConversation: "Delete “{title}”",
+    running: "running",
+    inputLabel: "Message",
+    placeholder: "Message backchat… (Enter sends, Shift+Enter adds a line)",
+    send: "Send",
+    stop: "Stop",
+    stopping: "Stopping…",
+    processing: "Background processing…",
+    processingHint: "You can close or reload this page: the answer keeps coming.",
+    reconnecting: "Reconnecting…",
+    you: "You",
+    assistant: "Assistant",
+    thinking: "Thinking",
+    toolCall: "Tool: {name}",
+    toolInput: "Input",
+    toolResult: "Result",
+    toolWaiting: "Waiting for the result…",
+    usage: "Tokens: {input} in · {output} out · {total} total",
+    cancelled: "Cancelled: the run was stopped.",
+    error: "Error: {message}",
+    retry: "Retry",
+    jumpToLatest: "Jump to latest",
+    emptyTitle: "Start a conversation",
+    emptyBody: "Answers are worked out in the background. Close or reload the tab whenever you like and come back to them.",
+    sessionGone: "The server no longer knows this run (was the local stack restarted?).",
+    unknownError: "Something went wrong.",
+  },
+  ru: {
+    pageTitle: "backchat",
+    conversations: "Диалоги",
+    transcript: "Переписка",
+    newChat: "Новый диалог",
+    showConversations: "Показать диалоги",
+    hideConversations: "Скрыть диалоги",
+    deleteConversation: "Удалить «{title}»",
+    running: "выполняется",
+    inputLabel: "Сообщение",
+    placeholder: "Сообщение… (Enter — отправить, Shift+Enter — новая строка)",
+    send: "Отправить",
+    stop: "Остановить",
+    stopping: "Останавливаю…",
+    processing: "Обработка в фоне…",
+    processingHint: "Страницу можно закрыть или перезагрузить: ответ продолжит приходить.",
+    reconnecting: "Переподключение…",
+    you: "Вы",
+    assistant: "Ассистент",
+    thinking: "Размышления",
+    toolCall: "Инструмент: {name}",
+    toolInput: "Вход",
+    toolResult: "Результат",
+    toolWaiting: "Ждём результат…",
+    usage: "Токены: {input} на входе · {output} на выходе · {total} всего",
+    cancelled: "Отменено: запуск остановлен.",
+    error: "Ошибка: {message}",
+    retry: "Повторить",
+    jumpToLatest: "К последнему",
+    emptyTitle: "Начните диалог",
+    emptyBody: "Ответы готовятся в фоне. Вкладку можно закрыть или перезагрузить и вернуться к ним позже.",
+    sessionGone: "Сервер больше не знает этот запуск (локальный стенд перезапускали?).",
+    unknownError: "Что-то пошло не так.",
+  },
+};
+
+export const SUPPORTED_LOCALES = Object.freeze(Object.keys(MESSAGES));
+export const DEFAULT_LOCALE = "en";
+
+/** Return the first supported locale among the browser's preferred languages, else English. */
+export function chooseLocale(languages) {
+  for (const tag of languages || []) {
+    const primary = String(tag).toLowerCase().split("-")[0];
+    if (Object.hasOwn(MESSAGES, primary)) return primary;
+  }
+  return DEFAULT_LOCALE;
+}
+
+/**
+ * Return t(key, params) for locale: the message with each {name} replaced by params[name].
+ * Numbers in params are formatted for the locale. A key missing in a locale falls back to English.
+ */
+export function translator(locale) {
+  const messages = MESSAGES[locale] || MESSAGES[DEFAULT_LOCALE];
+  const numbers = new Intl.NumberFormat(locale);
+  return function t(key, params = {}) {
+    const template = messages[key] ?? MESSAGES[DEFAULT_LOCALE][key] ?? key;
+    return template.replace(/\{(\w+)\}/g, (whole, name) => {
+      if (!Object.hasOwn(params, name)) return whole;
+      const value = params[name];
+      return typeof value === "number" ? numbers.format(value) : String(value);
+    });
+  };
+}

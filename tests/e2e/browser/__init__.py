@@ -1,0 +1,1 @@
+"""The chat page in the system's Chromium (Playwright) against the real local stack."""
