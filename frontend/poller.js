@@ -4,11 +4,11 @@
 import { isTerminal } from "./store.js";
 
 export const POLL_DEFAULTS = Object.freeze({
-  // Pause between polls while the run has nothing new.
-  intervalMs: 1500,
-  // Seconds the server may hold a poll open (the API's `wait`); 0 until the API offers long-polling,
-  // then set it (and intervalMs to 0) and each poll returns as soon as there is news.
-  waitSeconds: 0,
+  // Pause between polls. Short, because each poll is a long-poll: the server holds it until
+  // there is news (an event or a status change) or waitSeconds pass.
+  intervalMs: 100,
+  // The API's `wait`: below API Gateway's 29 s limit, with room for the network.
+  waitSeconds: 15,
   pageSize: 200,
   // Backoff after failed polls: 1 s, 2 s, 4 s ... up to 15 s, each with ±20 % jitter.
   backoffBaseMs: 1000,
