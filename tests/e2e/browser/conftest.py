@@ -31,7 +31,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS_VARIABLE = "BACKCHAT_TEST_ARTIFACTS"
 START_PATH = "/api/chat/session"
-# A run lasts a few seconds and the page polls every 1.5 s; this leaves room for a slow machine.
+# A run lasts a few seconds and the page long-polls; this leaves room for a slow machine.
 RUN_TIMEOUT_MS = 30_000
 
 # Loopback traffic must not go through a proxy named in the environment.
