@@ -5,6 +5,7 @@ the table names, region and endpoint differ per stage and per test.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Type
 
@@ -42,6 +43,16 @@ LIST_ATTRIBUTES = [
     "error",
     "expiresAt",
 ]
+
+
+class Utf8JSONAttribute(JSONAttribute):
+    """JSON stored as UTF-8 text: PynamoDB's JSONAttribute escapes every non-ASCII character,
+    which makes an emoji cost 12 bytes instead of 4 against DynamoDB's 400 KB item limit."""
+
+    def serialize(self, value: object) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class UsageMap(MapAttribute):
@@ -101,7 +112,7 @@ def bind_models(settings: Settings) -> BoundModels:
         title = UnicodeAttribute(null=True)
         conversationId = UnicodeAttribute(null=True)
         message = UnicodeAttribute()
-        history = JSONAttribute(null=True)
+        history = Utf8JSONAttribute(null=True)
         inputTokens = NumberAttribute(default=0)
         outputTokens = NumberAttribute(default=0)
         totalTokens = NumberAttribute(default=0)
@@ -133,7 +144,7 @@ def bind_models(settings: Settings) -> BoundModels:
         content = UnicodeAttribute(null=True)
         toolName = UnicodeAttribute(null=True)
         toolCallId = UnicodeAttribute(null=True)
-        toolInput = JSONAttribute(null=True)
+        toolInput = Utf8JSONAttribute(null=True)
         usage = UsageMap(null=True)
         createdAt = UnicodeAttribute()
         expiresAt = TTLAttribute(null=True)

@@ -24,8 +24,12 @@ class Reaper:
         """End every session whose lease has expired; return their ids."""
         ended = []
         for session_id in self._store.expired_runs():
-            if self._end(session_id):
-                ended.append(session_id)
+            try:
+                if self._end(session_id):
+                    ended.append(session_id)
+            except Exception:
+                # One session that cannot be ended must not keep the others running.
+                logger.exception("session %s: the reaper could not end it", session_id)
         return ended
 
     def _end(self, session_id: str) -> bool:

@@ -5,10 +5,11 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from chalicelib import clock
 from chalicelib.cursor import decode_cursor, encode_cursor
@@ -21,7 +22,14 @@ from chalicelib.errors import (
     TooManyRunningSessions,
 )
 from chalicelib.providers import ProviderRegistry
-from chalicelib.records import ERROR, EventRecord, NewSession, RunEnding, SessionRecord
+from chalicelib.records import (
+    ERROR,
+    EventPage,
+    EventRecord,
+    NewSession,
+    RunEnding,
+    SessionRecord,
+)
 from chalicelib.settings import Settings
 from chalicelib.store import Fence, SessionExists, SessionStore
 from chalicelib.validation import (
@@ -36,15 +44,32 @@ from chalicelib.views import event_view, session_view
 logger = logging.getLogger(__name__)
 
 DISPATCH_ERROR = "The run could not be started (the background worker did not accept it)."
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Text per events page: JSON escaping can make a character 6 bytes; 6 MB is Lambda's limit.
+MAX_PAGE_TEXT_CHARS = 500_000
 # A Lambda invocation lasts at most 15 minutes.
 MAX_RUN_SECONDS = 900
-# How often a long-poll re-reads the store while it waits.
+# How often a long-poll re-reads the store while it waits: often when runs write from other
+# processes (deployed, Lambda dispatch), seldom when they run in this one and announce
+# their writes (local server, tests): the announcement wakes the long-poll at once.
 LONG_POLL_INTERVAL = 0.1
+LOCAL_LONG_POLL_INTERVAL = 1.0
+NO_EVENTS = EventPage(events=(), has_more=False)
 
 
 def new_session_id() -> str:
     """Return a random, unguessable session id (128 bits, URL-safe)."""
     return secrets.token_urlsafe(16)
+
+
+def _fit_page(events: Sequence[EventRecord], has_more: bool) -> tuple[Sequence[EventRecord], bool]:
+    """Cut a page so its JSON stays far below Lambda's 6 MB response limit."""
+    size = 0
+    for index, event in enumerate(events):
+        size += len(event.content or "") + len(json.dumps(event.tool_input or {}))
+        if size > MAX_PAGE_TEXT_CHARS and index > 0:
+            return events[:index], True
+    return events, has_more
 
 
 def _start_view(session: SessionRecord) -> dict[str, Any]:
@@ -79,14 +104,14 @@ class ChatService:
 
     def __init__(self, settings: Settings, store: SessionStore, dispatcher: Dispatcher,
                  providers: ProviderRegistry,
-                 new_id: Callable[[], str] = new_session_id,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 new_id: Callable[[], str] = new_session_id) -> None:
         self._settings = settings
         self._store = store
         self._dispatcher = dispatcher
         self._providers = providers
         self._new_id = new_id
-        self._sleep = sleep
+        self._poll_interval = (LONG_POLL_INTERVAL if settings.dispatch_mode == "lambda"
+                               else LOCAL_LONG_POLL_INTERVAL)
 
     def start(self, owner_id: str, raw_body: bytes | None,
               idempotency_key: str | None = None) -> dict[str, Any]:
@@ -157,20 +182,26 @@ class ChatService:
         """Return events after a seq; with wait, hold the request until something changes."""
         query = parse_events_query(params)
         deadline = time.monotonic() + query.wait
-        while True:
-            # The status is read before the events: a terminal status with hasMore false
-            # then guarantees the page holds the terminal event.
-            session = self._owned(owner_id, session_id)
-            page = self._store.events_after(session_id, query.after, query.limit)
-            if page.events or not session.is_running or time.monotonic() >= deadline:
-                break
-            self._sleep(min(LONG_POLL_INTERVAL, max(0.0, deadline - time.monotonic())))
+        with self._store.watch(session_id) as watch:
+            while True:
+                seen = watch.writes()
+                # The status is read before the events: a terminal status with hasMore false
+                # then guarantees the page holds the terminal event.
+                session = self._owned(owner_id, session_id)
+                # lastSeq is written in the same transaction as the events: when it is not
+                # past `after` there is nothing to query (an idle poll costs one read).
+                page = (self._store.events_after(session_id, query.after, query.limit)
+                        if session.last_seq > query.after else NO_EVENTS)
+                if page.events or not session.is_running or time.monotonic() >= deadline:
+                    break
+                watch.wait(seen, min(self._poll_interval, max(0.0, deadline - time.monotonic())))
+        events, has_more = _fit_page(page.events, page.has_more)
         return {
             "sessionId": session_id,
             "status": session.status,
-            "events": [event_view(event) for event in page.events],
-            "lastSeq": page.events[-1].seq if page.events else query.after,
-            "hasMore": page.has_more,
+            "events": [event_view(event) for event in events],
+            "lastSeq": events[-1].seq if events else query.after,
+            "hasMore": has_more,
         }
 
     def list(self, owner_id: str, params: Mapping[str, str] | None) -> dict[str, Any]:
@@ -199,6 +230,10 @@ class ChatService:
         return {"status": "ok"}
 
     def _owned(self, owner_id: str, session_id: str) -> SessionRecord:
+        # Ids are URL-safe base64; anything else (empty, too long) names no session, and
+        # DynamoDB would refuse it as a key.
+        if not SESSION_ID_PATTERN.fullmatch(session_id):
+            raise SessionNotFound(session_id[:64])
         session = self._store.get(session_id)
         # Another owner's session is answered exactly like an unknown one.
         if session is None or session.owner_id != owner_id:

@@ -34,7 +34,8 @@ class Settings:
     cognito_user_pool_arn: str = ""
     max_running_per_owner: int = 50
     cors_origin: str = "*"
-    max_body_bytes: int = 512_000
+    # Room for the largest valid input even when every character is \u-escaped in the JSON.
+    max_body_bytes: int = 1_000_000
     max_message_chars: int = 32_000
     max_history_items: int = 200
     max_history_bytes: int = 96_000

@@ -14,12 +14,13 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
 from pynamodb.exceptions import DoesNotExist, PynamoDBException, TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from chalicelib import clock
+from chalicelib.changes import PROCESS_CHANGES, SessionWatch
 from chalicelib.errors import CancelRequested, LeaseLost, StoreUnavailable
 from chalicelib.models import RUN_STATE_RUNNING, BoundModels, bind_models
 from chalicelib.records import (
@@ -300,6 +301,8 @@ class SessionStore:
                         for event in events:
                             transaction.save(self._event_item(event),
                                              condition=self._event.seq.does_not_exist())
+                if events:
+                    PROCESS_CHANGES.announce(session_id)
                 return
             except _ConditionFailed:
                 raise self._why_rejected(session_id, fence) from None
@@ -335,6 +338,10 @@ class SessionStore:
             return [item.id for item in items]
 
     # -- events ---------------------------------------------------------------
+
+    def watch(self, session_id: str) -> ContextManager[SessionWatch]:
+        """Hear of this process's writes that add events to the session (long-polls)."""
+        return PROCESS_CHANGES.watch(session_id)
 
     def events_after(self, session_id: str, after: int, limit: int) -> EventPage:
         """Return up to `limit` events with seq > after, oldest first (strongly consistent)."""

@@ -114,6 +114,8 @@ def _json_object(raw_body: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise InvalidRequest("the body is not valid UTF-8") from None
     except ValueError as error:
         raise InvalidRequest(f"the body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidRequest("the body's JSON is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest(f"the body must be a JSON object, not {_json_type(body)}")
     return body

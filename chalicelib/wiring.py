@@ -1,13 +1,14 @@
 """Build the store, providers, dispatcher, orchestrator and service from settings."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from chalicelib.auth import Authenticator, parse_key_hashes
 from chalicelib.dispatch import Dispatcher, InlineDispatcher, LambdaDispatcher, ThreadDispatcher
 from chalicelib.orchestrator import Orchestrator
 from chalicelib.providers import ProviderRegistry
-from chalicelib.providers.demo import DemoProvider
+from chalicelib.providers.catalog import build_providers
 from chalicelib.reaper import LocalReaperLoop, Reaper
 from chalicelib.service import ChatService
 from chalicelib.settings import Settings
@@ -31,7 +32,8 @@ class Components:
 def build_components(settings: Settings, dispatcher: Dispatcher | None = None) -> Components:
     """Wire the real components; tests may pass their own dispatcher."""
     store = SessionStore(settings)
-    providers = ProviderRegistry({"demo": DemoProvider()})
+    # Provider keys and endpoints are read where they are used; nothing is contacted here.
+    providers = ProviderRegistry(build_providers(os.environ))
     orchestrator = Orchestrator(store, providers, default_tools(), settings)
     dispatcher = dispatcher or build_dispatcher(settings, orchestrator)
     service = ChatService(settings, store, dispatcher, providers)

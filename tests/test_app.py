@@ -193,7 +193,7 @@ def test_health_answers_503_when_the_store_is_down(client, components, monkeypat
     (json.dumps({"message": "x" * 32_001}), 413, "message is 32001 characters long"),
     (json.dumps({"message": "hi", "history": [{"role": "user", "content": "x" * 50_000}] * 2}),
      413, "history holds 100000 bytes"),
-    (json.dumps({"message": "x" * 600_000}), 413, "the limit is 512000"),
+    (json.dumps({"message": "x" * 1_100_000}), 413, "the limit is 1000000"),
 ])
 def test_bad_start_input_is_a_clear_4xx(client, raw, status, words) -> None:
     response = post(client, "/api/chat/session", raw=raw)
@@ -347,3 +347,43 @@ def test_malformed_idempotency_key_is_400(client, key) -> None:
     response = start_with_key(client, key)
     assert response.status_code == 400
     assert "Idempotency-Key" in response.json_body["Message"]
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(client) -> None:
+    response = post(client, "/api/chat/session", raw="[" * 100_000 + "]" * 100_000)
+    assert response.status_code in (400, 413)
+    response = post(client, "/api/chat/session", raw="[" * 5_000 + "]" * 5_000)
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json_body["Message"]
+
+
+@pytest.mark.parametrize("path", ["/api/chat/session//events", "/api/chat/session//cancel"])
+def test_empty_session_id_is_404(client, path) -> None:
+    method = "POST" if path.endswith("cancel") else "GET"
+    response = client.http.request(method, path, headers=JSON, body=b"")
+    assert response.status_code == 404
+
+
+def test_largest_allowed_input_fits_in_one_session_row(client) -> None:
+    """Emoji and Cyrillic at every limit: the row stays under 400 KB and the run ends."""
+    body = {"message": "😀" * (32_000 - len(FAST)) + FAST,
+            "history": [{"role": "user", "content": "😀" * 119}] * 200}
+    response = post(client, "/api/chat/session", body)
+    assert response.status_code == 202, response.body
+    session = client.http.get(f"/api/chat/session/{response.json_body['sessionId']}").json_body
+    assert session["status"] == "done"
+
+
+def test_events_page_is_cut_by_size_and_says_there_is_more(client, components) -> None:
+    from chalicelib import service
+
+    session_id = start(client, message="long [demo rate=100000 tokens=400]")
+    total = client.http.get(f"/api/chat/session/{session_id}/events").json_body["events"]
+    original = service.MAX_PAGE_TEXT_CHARS
+    service.MAX_PAGE_TEXT_CHARS = 50
+    try:
+        page = client.http.get(f"/api/chat/session/{session_id}/events").json_body
+    finally:
+        service.MAX_PAGE_TEXT_CHARS = original
+    assert 1 <= len(page["events"]) < len(total)
+    assert page["hasMore"] is True

@@ -65,7 +65,7 @@ class SSEParser:
             self._started = True
             if text.startswith("\ufeff"):
                 text = text[1:]
-        if self._skip_lf and text:
+        if self._skip_lf:
             self._skip_lf = False
             if text.startswith("\n"):
                 text = text[1:]

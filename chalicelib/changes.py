@@ -1,0 +1,77 @@
+"""In-process notice of new events, so a long-poll wakes when this process writes them.
+
+A long-poll watches its session; the store announces every write that added events
+(which includes every status change: a terminal write always adds the terminal event).
+Only writes made in this process are announced: in the local server and in tests the
+orchestrator runs in the API's process, but a deployed API function never sees the
+orchestrator's writes, so a long-poll still re-reads the store at an interval.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+
+@dataclass
+class _Watched:
+    """One session that long-polls wait on: a counter of announced writes."""
+
+    condition: threading.Condition
+    writes: int = 0
+    watchers: int = 0
+
+
+@dataclass
+class SessionWatch:
+    """A long-poll's hold on one session's announcements."""
+
+    _watched: _Watched
+    _lock: threading.Lock = field(repr=False)
+
+    def writes(self) -> int:
+        """Return how many writes were announced so far; read it before reading the store."""
+        with self._lock:
+            return self._watched.writes
+
+    def wait(self, seen: int, timeout: float) -> None:
+        """Return once a write after `seen` is announced, or after timeout seconds."""
+        with self._lock:
+            self._watched.condition.wait_for(lambda: self._watched.writes != seen, timeout)
+
+
+class SessionChanges:
+    """Announcements of writes to sessions, per session, within one process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: dict[str, _Watched] = {}
+
+    def announce(self, session_id: str) -> None:
+        """Wake the long-polls watching this session (if any)."""
+        with self._lock:
+            watched = self._watched.get(session_id)
+            if watched is not None:
+                watched.writes += 1
+                watched.condition.notify_all()
+
+    @contextmanager
+    def watch(self, session_id: str) -> Iterator[SessionWatch]:
+        """Watch a session for the duration of the block."""
+        with self._lock:
+            watched = self._watched.get(session_id)
+            if watched is None:
+                watched = self._watched[session_id] = _Watched(threading.Condition(self._lock))
+            watched.watchers += 1
+        try:
+            yield SessionWatch(watched, self._lock)
+        finally:
+            with self._lock:
+                watched.watchers -= 1
+                if watched.watchers == 0:
+                    del self._watched[session_id]
+
+
+# Every store in the process announces here, so a waiter hears a write made through any of them.
+PROCESS_CHANGES = SessionChanges()

@@ -1,0 +1,189 @@
+"""Long-poll on the events route (`wait=S`): it returns on a new event or a status change.
+
+The changes come from another thread while the request waits, as they do from a run's
+thread in the local server. Whether the request returned because of the change (and not
+because its wait ran out) is checked by counting the store reads it started after the
+change: exactly one, the read that saw it. No test asserts how fast anything is.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+
+from chalicelib.records import SessionRecord
+from chalicelib.service import LONG_POLL_INTERVAL
+from chalicelib.writer import EventWriter, FlushPolicy
+from tests.fakes import RecordingDispatcher
+from tests.test_app import start, use_dispatcher
+
+ATTEMPT = "attempt-1"
+# Long enough that a request ending because its wait ran out could not pass for an early return.
+LONG_WAIT = 20
+
+
+@dataclass
+class ReadSpy:
+    """Counts the session reads the request thread makes, and those after a change."""
+
+    request_thread: threading.Thread
+    reads: int = 0
+    reads_after_change: int = 0
+    changed: threading.Event = field(default_factory=threading.Event)
+    first_read: threading.Event = field(default_factory=threading.Event)
+
+    def wrap(self, read: Callable[[str], SessionRecord | None]) -> Callable[[str], SessionRecord | None]:
+        def spied(session_id: str) -> SessionRecord | None:
+            if threading.current_thread() is self.request_thread:
+                self.reads += 1
+                self.reads_after_change += self.changed.is_set()
+                self.first_read.set()
+            return read(session_id)
+
+        return spied
+
+
+@pytest.fixture
+def spy(components, monkeypatch) -> ReadSpy:
+    """Spy on the app store's session reads; the request runs in the test's own thread."""
+    spy = ReadSpy(request_thread=threading.current_thread())
+    monkeypatch.setattr(components.store, "get", spy.wrap(components.store.get))
+    return spy
+
+
+@pytest.fixture
+def running(client, components, monkeypatch) -> tuple[str, EventWriter]:
+    """A running session claimed by a run that writes only what the test tells it to."""
+    use_dispatcher(components, monkeypatch, RecordingDispatcher())
+    session_id = start(client, message="hello")
+    assert components.store.claim_lease(session_id, ATTEMPT) is not None
+    # Interval 0: every chunk is written at once, so the test decides when writes happen.
+    writer = EventWriter(components.store, session_id, ATTEMPT, policy=FlushPolicy(interval=0.0))
+    return session_id, writer
+
+
+def change_while_waiting(spy: ReadSpy, change: Callable[[], None]) -> threading.Thread:
+    """On another thread: once the request has read the store, make the change."""
+
+    def run() -> None:
+        assert spy.first_read.wait(10), "the request never read the session"
+        # Give the request time to find nothing and start waiting.
+        time.sleep(0.3)
+        change()
+        spy.changed.set()
+
+    thread = threading.Thread(target=run, name="run-thread")
+    thread.start()
+    return thread
+
+
+def events_url(session_id: str, **query: object) -> str:
+    params = "&".join(f"{name}={value}" for name, value in query.items())
+    return f"/api/chat/session/{session_id}/events?{params}"
+
+
+def test_event_written_during_the_wait_is_returned_at_the_next_read(client, running, spy) -> None:
+    session_id, writer = running
+    thread = change_while_waiting(spy, lambda: writer.append_delta("Hello, Привет 👋"))
+    response = client.http.get(events_url(session_id, after=0, wait=LONG_WAIT))
+    thread.join()
+    assert response.status_code == 200
+    page = response.json_body
+    assert page["status"] == "running"
+    assert [(e["seq"], e["eventType"], e["content"]) for e in page["events"]] == [
+        (1, "delta", "Hello, Привет 👋")]
+    assert (page["lastSeq"], page["hasMore"]) == (1, False)
+    assert spy.reads > 1, "the event was already there: the request never waited"
+    assert spy.reads_after_change == 1
+
+
+def test_run_ending_during_the_wait_returns_the_terminal_event_and_status(
+        client, components, running, spy) -> None:
+    session_id, writer = running
+    writer.append_delta("partial")
+
+    def cancel() -> None:
+        components.store.request_cancel(session_id)
+        writer.finish_cancelled()
+
+    thread = change_while_waiting(spy, cancel)
+    response = client.http.get(events_url(session_id, after=1, wait=LONG_WAIT))
+    thread.join()
+    page = response.json_body
+    assert page["status"] == "cancelled"
+    assert [(e["seq"], e["eventType"]) for e in page["events"]] == [(2, "cancelled")]
+    assert (page["lastSeq"], page["hasMore"]) == (2, False)
+    assert spy.reads_after_change == 1
+
+
+def test_status_change_alone_ends_the_wait(client, running, spy) -> None:
+    # A client ahead of the log (after=5 while the run has written nothing) sees no event
+    # when the run ends; the status change alone must end its wait.
+    session_id, writer = running
+    thread = change_while_waiting(spy, lambda: writer.finish_error("The model went away."))
+    response = client.http.get(events_url(session_id, after=5, wait=LONG_WAIT))
+    thread.join()
+    page = response.json_body
+    assert (page["status"], page["events"], page["lastSeq"], page["hasMore"]) == (
+        "error", [], 5, False)
+    assert spy.reads_after_change == 1
+
+
+def test_wait_with_nothing_new_returns_an_empty_page_after_the_wait(client, running, spy) -> None:
+    session_id, writer = running
+    writer.append_delta("seen already")
+    wait = 1
+    began = time.monotonic()
+    response = client.http.get(events_url(session_id, after=1, wait=wait))
+    waited = time.monotonic() - began
+    page = response.json_body
+    assert response.status_code == 200
+    assert (page["status"], page["events"], page["lastSeq"], page["hasMore"]) == (
+        "running", [], 1, False)
+    # A lower bound only: the request held on for the whole wait.
+    assert waited >= wait
+    # Cheap while waiting: it re-reads at intervals, not in a tight loop.
+    assert 2 <= spy.reads <= wait / LONG_POLL_INTERVAL + 2
+
+
+def test_wait_zero_answers_at_once_with_one_read(client, running, spy) -> None:
+    session_id, _ = running
+    page = client.http.get(events_url(session_id, wait=0)).json_body
+    assert (page["status"], page["events"]) == ("running", [])
+    assert spy.reads == 1
+
+
+def test_finished_session_answers_at_once_whatever_the_wait(client, running, spy) -> None:
+    session_id, writer = running
+    writer.finish_done()
+    page = client.http.get(events_url(session_id, after=1, wait=LONG_WAIT)).json_body
+    assert (page["status"], page["events"], page["hasMore"]) == ("done", [], False)
+    assert spy.reads == 1
+
+
+def test_wait_on_another_owners_session_is_404_before_any_wait(client, components, running,
+                                                                monkeypatch) -> None:
+    import app as app_module
+
+    session_id, _ = running
+    monkeypatch.setattr(app_module, "owner", lambda: "mallory")
+    response = client.http.get(events_url(session_id, wait=LONG_WAIT))
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("wait, words", [
+    ("-1", "wait must be a whole number from 0 to 20, not '-1'"),
+    ("21", "wait must be from 0 to 20, not 21"),
+    ("x", "wait must be a whole number from 0 to 20, not 'x'"),
+    ("1.5", "wait must be a whole number from 0 to 20, not '1.5'"),
+    ("", "wait must be a whole number from 0 to 20, not ''"),
+])
+def test_wait_out_of_range_is_400(client, running, wait, words) -> None:
+    session_id, _ = running
+    response = client.http.get(events_url(session_id, wait=wait))
+    assert response.status_code == 400
+    assert response.json_body["Code"] == "BadRequestError"
+    assert words in response.json_body["Message"]
