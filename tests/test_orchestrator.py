@@ -234,3 +234,23 @@ def test_deadline_ends_the_run_cleanly(store, settings) -> None:
 def test_unknown_session_is_a_no_op(store, settings) -> None:
     make_orchestrator(store, settings, ScriptedProvider(answer_script())).run("missing")
     assert store.get("missing") is None
+
+
+def test_cancel_keeps_the_usage_billed_before_the_stop(store, settings) -> None:
+    start(store)
+    provider = ScriptedProvider(
+        [ToolCall("c1", "calculator", {"expression": "17*23"}), Usage(30, 4)],
+        [TextChunk(f"t{i} ") for i in range(200)] + [Usage(50, 200)],
+        pause=0.02,
+    )
+    runner = threading.Thread(target=make_orchestrator(store, settings, provider).run,
+                              args=("s1",))
+    runner.start()
+    while not any(e.event_type == "delta" for e in log(store)):
+        time.sleep(0.01)
+    store.request_cancel("s1")
+    runner.join(timeout=10)
+    events = assert_well_formed(store)
+    assert events[-1].event_type == "cancelled"
+    assert provider.streams[1].closed.is_set()
+    assert store.get("s1").usage == TokenUsage(30, 4)
