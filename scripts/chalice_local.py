@@ -16,8 +16,12 @@ LISTEN_BACKLOG = 128
 
 
 def main() -> int:
-    """Run chalice's command line with the larger backlog."""
+    """Run chalice's command line with the larger backlog and TCP_NODELAY."""
     local.ThreadedHTTPServer.request_queue_size = LISTEN_BACKLOG
+    # The handler sends a response's headers and body in two writes; with Nagle's algorithm
+    # the body waits for the client's delayed ACK, about 40 ms on every keep-alive request
+    # (GET /api/health: 58 ms with keep-alive, 16 ms with a new connection; see bench/).
+    local.ChaliceRequestHandler.disable_nagle_algorithm = True
     return chalice_main()
 
 

@@ -5,9 +5,11 @@ Run from the repository root as `python -m scripts.local_stack`. Ports come from
 Ctrl-C or SIGTERM stops every process the stack started and exits 0; if one of them dies on
 its own, the others are stopped and the exit status is 1.
 
-The moto server (scripts/embedded_dynamodb.py) keeps its data in memory: stopping the stack
-forgets every session. A persistence step would restore a snapshot right after
-`_start_dynamodb` and save one at the start of `stop`, while moto still answers.
+The moto server (scripts/embedded_dynamodb.py) keeps its data in BACKCHAT_DATA_DIR (default
+.local/dynamodb/ in the repository, ignored by git): every write is journaled before it is
+acknowledged, so sessions and events survive a restart, even after `kill -9`. The runs a
+previous stack left `running` died with its API process: before the new API starts, their
+leases are expired and the reaper ends them as `error`.
 """
 from __future__ import annotations
 
@@ -28,14 +30,22 @@ from types import FrameType
 from typing import Callable, Iterable, Mapping, TextIO
 
 from chalice.cli.factory import CLIFactory
+from pynamodb.exceptions import PynamoDBException
 
+from chalicelib import clock
 from chalicelib.errors import StoreUnavailable
+from chalicelib.models import RUN_STATE_RUNNING, bind_models
+from chalicelib.reaper import Reaper
+from chalicelib.records import RUNNING
 from chalicelib.settings import Settings, SettingsError
-from chalicelib.store import SessionStore
+from chalicelib.store import CONDITION_FAILED, SessionStore
+from scripts.dynamodb_journal import lock_holder
 from scripts.static_site import StaticSite
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FRONTEND_DIR = REPO_ROOT / "frontend"
+DATA_DIR_VARIABLE = "BACKCHAT_DATA_DIR"
+DEFAULT_DATA_DIR = REPO_ROOT / ".local" / "dynamodb"
 HOST = "127.0.0.1"
 STAGE = "local"
 STARTUP_TIMEOUT_SECONDS = 60.0
@@ -128,6 +138,43 @@ def ensure_port_free(variable: str, port: int) -> None:
                 f"Stop whatever uses it, or choose another port, "
                 f"e.g. `{variable}={port + 10} make run`."
             ) from None
+
+
+def data_directory(env: Mapping[str, str]) -> tuple[Path, bool]:
+    """Return where the DynamoDB data lives, and whether BACKCHAT_DATA_DIR chose it."""
+    raw = env.get(DATA_DIR_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_DATA_DIR, False
+    return Path(raw).expanduser().resolve(), True
+
+
+def end_interrupted_runs(settings: Settings) -> list[str]:
+    """End as `error` every run still `running`; return their ids.
+
+    Only for a stack that has not started its API yet: a local run lives in a thread of the
+    API process, so every run found running was cut off when an earlier stack stopped. Its
+    lease may still look valid (or, unclaimed, up to CLAIM_TIMEOUT_SECONDS away): expiring it
+    lets the reaper end the run at once, through the same fenced write as any dead run.
+    """
+    models = bind_models(settings)
+    S = models.session
+    expired_at = clock.now_ms() - 1
+    try:
+        for found in S.running_index.query(RUN_STATE_RUNNING):
+            session = S(found.id)
+            try:
+                session.update(actions=[S.leaseUntil.set(expired_at)],
+                               condition=S.status == RUNNING)
+            except PynamoDBException as error:
+                if error.cause_response_code != CONDITION_FAILED:  # it ended meanwhile
+                    raise
+    except PynamoDBException as error:
+        raise StoreUnavailable(f"cannot read the running sessions: {error}") from None
+    reaper = Reaper(SessionStore(settings, models))
+    ended: list[str] = []
+    while batch := reaper.reap():
+        ended += batch
+    return ended
 
 
 def stack_variables(base: Mapping[str, str], ports: Ports) -> dict[str, str]:
@@ -305,14 +352,19 @@ class LocalStack:
         self._children: list[ChildProcess] = []
         self._site: StaticSite | None = None
         self._site_thread: threading.Thread | None = None
+        # Where moto keeps the data; None: in memory only (the default directory was busy).
+        self.data_dir: Path | None = None
+        self._data_note = ""
 
     def start(self) -> None:
         """Start everything in order and return once the API answers its health check."""
         for variable, port in self.ports.by_variable().items():
             ensure_port_free(variable, port)
         app_env = stage_environment(self.env, self._variables.keys())
+        self._choose_data_dir()
         self._start_dynamodb()
         self._create_tables(app_env)
+        self._end_interrupted_runs(app_env)
         self._start_site()
         self._start_api()
         self._wait_for_api()
@@ -337,8 +389,34 @@ class LocalStack:
             f"  page: {self.ports.web_base}/\n"
             f"  api:  {self.ports.api_base}/api\n"
             f"  dynamodb (moto): {self.ports.dynamodb_endpoint}\n"
+            f"  data: {self._data_note}\n"
             "Ctrl-C stops everything."
         )
+
+    def _choose_data_dir(self) -> None:
+        path, chosen = data_directory(self.env)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StackError(
+                f"{DATA_DIR_VARIABLE}={path}: cannot create the data directory "
+                f"({error.strerror}); choose another with {DATA_DIR_VARIABLE}=..."
+            ) from None
+        holder = lock_holder(path)
+        if holder is None:
+            self.data_dir = path
+            self._data_note = f"{path} (kept across restarts; delete it to start empty)"
+        elif chosen:
+            raise StackError(
+                f"{DATA_DIR_VARIABLE}={path} is in use by another backchat stack "
+                f"(pid {holder or 'unknown'}); stop that stack or choose another directory"
+            )
+        else:
+            # A second stack on other ports must not fail for the default's sake, nor share it.
+            self._data_note = (
+                f"in memory only: {path} is in use by another backchat stack "
+                f"(pid {holder or 'unknown'}); set {DATA_DIR_VARIABLE} to keep this stack's data"
+            )
 
     def _start_dynamodb(self) -> None:
         # moto with the atomic DynamoDB backend: conditional writes and transactions from
@@ -347,6 +425,8 @@ class LocalStack:
             sys.executable, "-m", "scripts.embedded_dynamodb",
             "-H", HOST, "-p", str(self.ports.dynamodb),
         ]
+        if self.data_dir is not None:
+            argv += ["--data-dir", str(self.data_dir)]
         self._children.append(
             ChildProcess("moto", "DynamoDB server (moto)", argv, self.env, self._echo,
                          quiet=ROUTINE_MOTO_REQUEST)
@@ -361,6 +441,15 @@ class LocalStack:
             SessionStore(Settings.from_env(app_env)).create_tables()
         except (SettingsError, StoreUnavailable) as error:
             raise StackError(f"cannot create the tables in moto: {error}") from None
+
+    def _end_interrupted_runs(self, app_env: Mapping[str, str]) -> None:
+        try:
+            ended = end_interrupted_runs(Settings.from_env(app_env))
+        except (SettingsError, StoreUnavailable) as error:
+            raise StackError(f"cannot end the runs the last stop cut off: {error}") from None
+        if ended:
+            self._echo("data", f"ended {len(ended)} run(s) cut off when the stack last stopped "
+                               "(status error)")
 
     def _start_site(self) -> None:
         try:

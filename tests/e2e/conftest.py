@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -162,6 +163,9 @@ def start_stack() -> RunningStack:
         "DDB_PORT": str(ddb_port),
         "PYTHONUNBUFFERED": "1",
     }
+    # Each test stack keeps its data apart from the developer's .local/ (and from each other),
+    # unless a test chose a directory to restart a stack on.
+    env.setdefault("BACKCHAT_DATA_DIR", tempfile.mkdtemp(prefix="backchat-e2e-"))
     process = subprocess.Popen(
         [sys.executable, "-m", "scripts.local_stack"],
         cwd=REPO_ROOT,

@@ -1,0 +1,327 @@
+"""The embedded DynamoDB's data directory: every acknowledged write survives a restart."""
+from __future__ import annotations
+
+import errno
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.dynamodb.models import dynamodb_backends
+
+from scripts.dynamodb_journal import DataDirectoryInUse, Journal, JournalError, lock_holder
+from scripts.embedded_dynamodb import DurableStorage
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DDB_ENDPOINT", raising=False)
+
+
+@contextmanager
+def server_run(data_dir: Path, **options: Any) -> Iterator[Any]:
+    """One run of the embedded DynamoDB on data_dir: a fresh moto, restored, then closed."""
+    with storage_run(data_dir, **options) as (client, _):
+        yield client
+
+
+@contextmanager
+def storage_run(data_dir: Path, **options: Any) -> Iterator[tuple[Any, DurableStorage]]:
+    with mock_aws():
+        storage = DurableStorage.open(data_dir, **options)
+        try:
+            yield boto3.client("dynamodb", region_name=REGION), storage
+        finally:
+            storage.close()
+
+
+def create_tables(client: Any) -> None:
+    """Tables shaped like backchat's: a GSI, a range key, TTL."""
+    client.create_table(
+        TableName="sessions",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "id", "AttributeType": "S"},
+            {"AttributeName": "owner", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[{
+            "IndexName": "byOwner",
+            "KeySchema": [{"AttributeName": "owner", "KeyType": "HASH"}],
+            "Projection": {"ProjectionType": "ALL"},
+        }],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.create_table(
+        TableName="events",
+        KeySchema=[{"AttributeName": "sessionId", "KeyType": "HASH"},
+                   {"AttributeName": "seq", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "sessionId", "AttributeType": "S"},
+                              {"AttributeName": "seq", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.update_time_to_live(
+        TableName="events",
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"},
+    )
+
+
+def event(session_id: str, seq: int, content: str = "text") -> dict[str, Any]:
+    return {"sessionId": {"S": session_id}, "seq": {"N": str(seq)}, "content": {"S": content}}
+
+
+def everything(client: Any) -> dict[str, list[dict[str, Any]]]:
+    """Every item of every table, in a stable order."""
+    found = {}
+    for name in client.list_tables()["TableNames"]:
+        items = client.scan(TableName=name, ConsistentRead=True)["Items"]
+        found[name] = sorted(items, key=repr)
+    return found
+
+
+def journal_files(data_dir: Path) -> list[str]:
+    return sorted(path.name for path in data_dir.iterdir() if path.name != "lock")
+
+
+def test_every_kind_of_write_survives_a_restart(tmp_path: Path) -> None:
+    with server_run(tmp_path) as client:
+        create_tables(client)
+        client.put_item(TableName="sessions", Item={
+            "id": {"S": "s1"}, "owner": {"S": "ann"}, "status": {"S": "running"},
+            "answer": {"S": "Привет 你好 👋 e\u0301"},
+            "blob": {"M": {"raw": {"B": b"\x00\xff"}, "list": {"L": [{"N": "1"}]}}},
+        })
+        client.put_item(TableName="sessions", Item={"id": {"S": "gone"}, "owner": {"S": "ann"}})
+        client.delete_item(TableName="sessions", Key={"id": {"S": "gone"}})
+        client.update_item(TableName="sessions", Key={"id": {"S": "s1"}},
+                           UpdateExpression="SET lastSeq = :seq",
+                           ExpressionAttributeValues={":seq": {"N": "2"}})
+        client.transact_write_items(TransactItems=[
+            {"Update": {"TableName": "sessions", "Key": {"id": {"S": "s1"}},
+                        "UpdateExpression": "SET #s = :done",
+                        "ConditionExpression": "lastSeq = :two",
+                        "ExpressionAttributeNames": {"#s": "status"},
+                        "ExpressionAttributeValues": {":done": {"S": "done"},
+                                                      ":two": {"N": "2"}}}},
+            {"Put": {"TableName": "events", "Item": event("s1", 1)}},
+            {"Put": {"TableName": "events", "Item": event("s1", 2)}},
+        ])
+        client.batch_write_item(RequestItems={"events": [
+            {"PutRequest": {"Item": event("s2", 1)}},
+            {"PutRequest": {"Item": event("s2", 2)}},
+        ]})
+        before = everything(client)
+
+    with server_run(tmp_path) as client:
+        assert everything(client) == before
+        indexes = client.describe_table(TableName="sessions")["Table"]["GlobalSecondaryIndexes"]
+        assert [index["IndexName"] for index in indexes] == ["byOwner"]
+        owned = client.query(TableName="sessions", IndexName="byOwner",
+                             KeyConditionExpression="#o = :ann",
+                             ExpressionAttributeNames={"#o": "owner"},
+                             ExpressionAttributeValues={":ann": {"S": "ann"}})["Items"]
+        assert [item["id"]["S"] for item in owned] == ["s1"]
+        ttl = client.describe_time_to_live(TableName="events")["TimeToLiveDescription"]
+        assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expiresAt"}
+
+
+def test_a_deleted_table_stays_deleted_after_a_restart(tmp_path: Path) -> None:
+    with server_run(tmp_path) as client:
+        create_tables(client)
+        client.delete_table(TableName="sessions")
+
+    with server_run(tmp_path) as client:
+        assert client.list_tables()["TableNames"] == ["events"]
+
+
+def test_refused_writes_add_nothing_to_the_journal(tmp_path: Path) -> None:
+    with server_run(tmp_path) as client:
+        create_tables(client)
+        client.put_item(TableName="events", Item=event("s1", 1))
+        journal = tmp_path / journal_files(tmp_path)[0]
+        size = journal.stat().st_size
+
+        with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+            client.put_item(TableName="events", Item=event("s1", 1, "again"),
+                            ConditionExpression="attribute_not_exists(seq)")
+        with pytest.raises(ClientError, match="TransactionCanceled"):
+            client.transact_write_items(TransactItems=[
+                {"Put": {"TableName": "events", "Item": event("s1", 2)}},
+                {"Put": {"TableName": "events", "Item": event("s1", 1, "again"),
+                         "ConditionExpression": "attribute_not_exists(seq)"}},
+            ])
+
+        assert journal.stat().st_size == size
+
+    with server_run(tmp_path) as client:
+        assert everything(client)["events"] == [event("s1", 1)]
+
+
+def test_a_write_costs_the_same_whatever_the_table_holds(tmp_path: Path) -> None:
+    def journal_growth(client: Any, seq: int) -> int:
+        journal = tmp_path / [n for n in journal_files(tmp_path) if n.startswith("journal")][0]
+        size = journal.stat().st_size
+        client.put_item(TableName="events", Item=event("probe", seq, "x" * 100))
+        return journal.stat().st_size - size
+
+    with server_run(tmp_path) as client:
+        create_tables(client)
+        first = journal_growth(client, 1)
+        backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
+        for seq in range(1, 1001):
+            backend.put_item("events", event("filler", seq, "y" * 100))
+        later = journal_growth(client, 2)
+
+    assert later == first
+
+
+def test_start_compacts_the_files_into_one_snapshot_and_an_empty_journal(tmp_path: Path) -> None:
+    with server_run(tmp_path) as client:
+        create_tables(client)
+        client.put_item(TableName="events", Item=event("s1", 1))
+    assert journal_files(tmp_path) == ["journal-000001.jsonl", "snapshot-000001.jsonl"]
+
+    with server_run(tmp_path):
+        pass
+
+    assert journal_files(tmp_path) == ["journal-000002.jsonl", "snapshot-000002.jsonl"]
+    assert (tmp_path / "journal-000002.jsonl").read_text().count("\n") == 1  # the header
+
+
+def test_background_compaction_keeps_every_write(tmp_path: Path) -> None:
+    with server_run(tmp_path, sync_seconds=0.05, compact_min_bytes=1) as client:
+        create_tables(client)
+        deadline = time.monotonic() + 10
+        seq = 0
+        # Write until the keeper thread has compacted at least once.
+        while "snapshot-000001.jsonl" in journal_files(tmp_path):
+            assert time.monotonic() < deadline, "the journal was never compacted"
+            seq += 1
+            client.put_item(TableName="events", Item=event("s1", seq))
+        before = everything(client)
+
+    with server_run(tmp_path) as client:
+        assert everything(client) == before
+        assert len(before["events"]) == seq
+
+
+def test_a_crash_while_writing_a_snapshot_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def power_cut(self: Journal, generation: int, lines: Any) -> None:
+        (self.directory / f"snapshot-{generation:06d}.jsonl.tmp").write_text("partial")
+        raise OSError(errno.EIO, "power cut")
+
+    with storage_run(tmp_path) as (client, storage):
+        create_tables(client)
+        client.put_item(TableName="events", Item=event("s1", 1))
+        with monkeypatch.context() as patch:
+            patch.setattr(Journal, "write_snapshot", power_cut)
+            with pytest.raises(OSError):
+                storage.compact()
+        # The new journal was started before the snapshot: later writes go there.
+        client.put_item(TableName="events", Item=event("s1", 2))
+        before = everything(client)
+    assert "journal-000002.jsonl" in journal_files(tmp_path)
+
+    with server_run(tmp_path) as client:
+        assert everything(client) == before
+    assert journal_files(tmp_path) == ["journal-000003.jsonl", "snapshot-000003.jsonl"]
+
+
+def test_an_incomplete_last_line_is_ignored(tmp_path: Path) -> None:
+    with server_run(tmp_path) as client:
+        create_tables(client)
+        client.put_item(TableName="events", Item=event("s1", 1))
+        before = everything(client)
+    journal = tmp_path / "journal-000001.jsonl"
+    with open(journal, "ab") as torn:
+        torn.write(b'{"op":"write_items","account":"1234')
+
+    with server_run(tmp_path) as client:
+        assert everything(client) == before
+
+
+def test_a_damaged_line_is_refused_naming_the_file_and_line(tmp_path: Path) -> None:
+    with server_run(tmp_path) as client:
+        create_tables(client)
+        client.put_item(TableName="events", Item=event("s1", 1))
+        client.put_item(TableName="events", Item=event("s1", 2))
+    journal = tmp_path / "journal-000001.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[-2] = b"garbage\n"
+    journal.write_bytes(b"".join(lines))
+
+    with mock_aws(), pytest.raises(JournalError) as refused:
+        DurableStorage.open(tmp_path)
+
+    assert f"{journal}, line {len(lines) - 1}: it is not valid JSON" in str(refused.value)
+    assert "move" in str(refused.value)
+
+
+def test_a_snapshot_without_its_end_marker_is_refused(tmp_path: Path) -> None:
+    with server_run(tmp_path) as client:
+        create_tables(client)
+    with server_run(tmp_path):
+        pass
+    snapshot = tmp_path / "snapshot-000002.jsonl"
+    snapshot.write_bytes(b"".join(snapshot.read_bytes().splitlines(keepends=True)[:-1]))
+
+    with mock_aws(), pytest.raises(JournalError, match="ends before its end marker"):
+        DurableStorage.open(tmp_path)
+
+
+def test_a_journal_of_another_format_version_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "journal-000001.jsonl").write_text(
+        '{"format":"backchat-dynamodb","kind":"journal","version":99}\n'
+    )
+
+    with mock_aws(), pytest.raises(JournalError, match="format version 99"):
+        DurableStorage.open(tmp_path)
+
+
+def test_a_directory_in_use_is_refused_and_names_its_holder(tmp_path: Path) -> None:
+    with server_run(tmp_path):
+        assert lock_holder(tmp_path) == os.getpid()
+        with pytest.raises(DataDirectoryInUse, match=f"pid {os.getpid()}"):
+            Journal.open(tmp_path)
+
+    assert lock_holder(tmp_path) is None
+
+
+def test_a_write_the_journal_cannot_take_stops_the_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Exited(Exception):
+        pass
+
+    def no_space(self: Journal, record: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def exit_now(code: int) -> None:
+        raise Exited(code)
+
+    with server_run(tmp_path) as client:
+        create_tables(client)
+        monkeypatch.setattr(Journal, "append", no_space)
+        monkeypatch.setattr(os, "_exit", exit_now)
+        backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
+
+        with pytest.raises(Exited):
+            backend.put_item("events", event("s1", 1))
+
+    assert "No space left on device; stopping" in capsys.readouterr().err
