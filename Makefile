@@ -9,7 +9,7 @@ CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 APT_GET := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test chromium clean distclean package
+.PHONY: run test chromium clean distclean package bench
 
 run: $(VENV_STAMP)
 	exec $(VENV_PYTHON) -m scripts.local_stack
@@ -17,6 +17,10 @@ run: $(VENV_STAMP)
 # pytest's exit status is make's: failures fail, and so does collecting no tests (5).
 test: $(VENV_STAMP) chromium
 	$(VENV_PYTHON) -m pytest
+
+# Benchmarks on the real local stack; rewrites docs/BENCHMARKS.md and docs/bench/*.png (~7 min).
+bench: $(VENV_STAMP)
+	$(VENV_PYTHON) -m bench.run
 
 # The deployable SAM template and zip in PACKAGE_DIR (offline; docs/deploy.md).
 # STAGE=dev|prod; CORS_ORIGIN=https://<the page's domain> (required for prod).

@@ -24,6 +24,9 @@ from chalicelib.settings import Settings
 
 OWNER_INDEX = "byOwner"
 RUNNING_INDEX = "runningByLease"
+# Running sessions by owner, for the running-sessions cap: `runOwner` holds the owner id
+# while a session runs and is removed when it ends (sparse, like the running index).
+RUNNING_BY_OWNER_INDEX = "runningByOwner"
 # The value of `runState` while a session runs; the attribute is removed when it ends,
 # so the running index holds only running sessions (a sparse index).
 RUN_STATE_RUNNING = "running"
@@ -100,6 +103,14 @@ def bind_models(settings: Settings) -> BoundModels:
         runState = UnicodeAttribute(hash_key=True)
         leaseUntil = NumberAttribute(range_key=True)
 
+    class RunningByOwnerIndex(GlobalSecondaryIndex):
+        class Meta:
+            index_name = RUNNING_BY_OWNER_INDEX
+            projection = KeysOnlyProjection()
+
+        runOwner = UnicodeAttribute(hash_key=True)
+        createdAt = UnicodeAttribute(range_key=True)
+
     class ChatSession(Model):
         """A chat run: its input, status, lease, token counts and final answer."""
 
@@ -123,6 +134,7 @@ def bind_models(settings: Settings) -> BoundModels:
         updatedAt = UnicodeAttribute()
         finishedAt = UnicodeAttribute(null=True)
         runState = UnicodeAttribute(null=True)
+        runOwner = UnicodeAttribute(null=True)
         attemptId = UnicodeAttribute(null=True)
         leaseUntil = NumberAttribute(null=True)
         cancelRequested = BooleanAttribute(null=True)
@@ -132,6 +144,7 @@ def bind_models(settings: Settings) -> BoundModels:
 
         owner_index = OwnerIndex()
         running_index = RunningIndex()
+        running_by_owner_index = RunningByOwnerIndex()
 
     class ChatEvent(Model):
         """One event of a run, at its place `seq` in the session's log."""

@@ -72,11 +72,17 @@ class Orchestrator:
             session_id,
             attempt_id,
             last_seq=session.last_seq,
-            policy=FlushPolicy(self._settings.flush_interval, self._settings.flush_max_chars,
-                               self._settings.heartbeat_interval),
+            policy=_flush_policy(self._settings),
         )
         _Run(session, writer, self._providers, self._tools, self._settings,
              remaining_time).execute()
+
+
+def _flush_policy(settings: Settings) -> FlushPolicy:
+    """Merge text for the flush interval, or write every chunk at once (FLUSH_MODE=per_chunk)."""
+    interval = 0.0 if settings.flush_mode == "per_chunk" else settings.flush_interval
+    return FlushPolicy(interval, settings.flush_max_chars, settings.heartbeat_interval,
+                       first_chunk_at_once=True)
 
 
 class _Run:

@@ -7,6 +7,8 @@ from typing import Mapping
 
 DISPATCH_MODES = ("lambda", "thread", "inline")
 AUTH_MODES = ("none", "apikey", "cognito")
+# per_chunk writes every model chunk at once: the seed design's cost, the benchmarks' baseline.
+FLUSH_MODES = ("merge", "per_chunk")
 
 
 class SettingsError(ValueError):
@@ -45,6 +47,7 @@ class Settings:
     max_answer_bytes: int = 120_000
     max_tool_output_chars: int = 16_000
     step_limit: int = 8
+    flush_mode: str = "merge"
     flush_interval: float = 0.2
     flush_max_chars: int = 2_000
     heartbeat_interval: float = 1.0
@@ -90,6 +93,7 @@ class Settings:
                 "MAX_TOOL_OUTPUT_CHARS", cls.max_tool_output_chars, minimum=100
             ),
             step_limit=reader.integer("STEP_LIMIT", cls.step_limit, minimum=1),
+            flush_mode=reader.choice("FLUSH_MODE", cls.flush_mode, FLUSH_MODES),
             flush_interval=reader.number("FLUSH_INTERVAL", cls.flush_interval, minimum=0.0),
             heartbeat_interval=reader.number(
                 "HEARTBEAT_INTERVAL", cls.heartbeat_interval, minimum=0.05

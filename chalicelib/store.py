@@ -88,11 +88,13 @@ class SessionStore:
     # -- tables ---------------------------------------------------------------
 
     def create_tables(self) -> None:
-        """Create both tables if they do not exist yet (idempotent)."""
+        """Create both tables if they do not exist yet, or add indexes they lack (idempotent)."""
         with _translate_errors():
             for model in (self._session, self._event):
                 if not model.exists():
                     model.create_table(wait=True)
+                else:
+                    _add_missing_indexes(model)
 
     def ping(self) -> None:
         """Read one key from each table; raise StoreUnavailable if either cannot be reached."""
@@ -125,6 +127,7 @@ class SessionStore:
             createdAt=created,
             updatedAt=created,
             runState=RUN_STATE_RUNNING,
+            runOwner=new.owner_id,
             # Until a run claims it, the lease is the time the dispatch has to start it.
             leaseUntil=now + self._settings.claim_timeout_seconds * 1000,
             idempotencyKey=new.idempotency_key,
@@ -176,17 +179,14 @@ class SessionStore:
     def count_running(self, owner_id: str, created_since: str, stop_at: int) -> int:
         """Count the owner's running sessions created since a time, up to stop_at.
 
-        Reads the owner index, so a session started a moment ago may not be counted yet.
+        Reads the sparse running-by-owner index, so a session started a moment ago may not
+        be counted yet. It holds only running sessions: the cost is at most stop_at keys,
+        however many sessions the owner started lately.
         """
         S = self._session
-        count = 0
         with _translate_errors():
-            for _ in S.owner_index.query(owner_id, S.createdAt >= created_since,
-                                         filter_condition=S.status == RUNNING):
-                count += 1
-                if count >= stop_at:
-                    break
-        return count
+            return S.running_by_owner_index.count(owner_id, S.createdAt >= created_since,
+                                                  limit=stop_at)
 
     def request_cancel(self, session_id: str) -> None:
         """Mark a running session for cancellation; a finished one is left unchanged."""
@@ -272,6 +272,7 @@ class SessionStore:
             S.outputTokens.set(ending.usage.output_tokens),
             S.totalTokens.set(ending.usage.total_tokens),
             S.runState.remove(),
+            S.runOwner.remove(),
         ]
         if ending.error is not None:
             actions.append(S.error.set(ending.error))
@@ -411,6 +412,25 @@ def _translate_errors() -> Iterator[None]:
 def _backoff(attempt: int) -> float:
     """Return the pause before retry `attempt`: exponential with full jitter, at most 2 s."""
     return random.uniform(0, min(2.0, 0.05 * 2 ** attempt))
+
+
+def _add_missing_indexes(model: Any) -> None:
+    """Add the model's global indexes a table made by an older version lacks (local data)."""
+    existing = {index["IndexName"] for index in model.describe_table().get("GlobalSecondaryIndexes", [])}
+    schema = model._get_schema()
+    for index in schema["global_secondary_indexes"]:
+        if index["index_name"] in existing:
+            continue
+        model._get_connection().connection.client.update_table(
+            TableName=model.Meta.table_name,
+            AttributeDefinitions=index["attribute_definitions"],
+            GlobalSecondaryIndexUpdates=[{"Create": {
+                "IndexName": index["index_name"],
+                "KeySchema": index["key_schema"],
+                "Projection": index["projection"],
+            }}],
+        )
+        logger.info("table %s: added index %s", model.Meta.table_name, index["index_name"])
 
 
 def _expiry(now_ms: int, retention_days: int) -> datetime:

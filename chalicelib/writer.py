@@ -36,6 +36,9 @@ class FlushPolicy:
     interval: float = 0.2
     max_chars: int = 2_000
     heartbeat_interval: float = 1.0
+    # Write the run's first chunk at once rather than merging it: the lease claim just
+    # before it is a write, but nothing is on the user's screen yet.
+    first_chunk_at_once: bool = False
 
 
 @dataclass
@@ -74,6 +77,7 @@ class EventWriter:
         self._policy = policy
         self._monotonic = monotonic
         self._next_seq = last_seq + 1
+        self._first_seq = self._next_seq
         self._buffer: _TextBuffer | None = None
         # Events built but not yet stored: a refused write keeps them for the terminal write.
         self._unwritten: list[EventRecord] = []
@@ -155,7 +159,8 @@ class EventWriter:
         self._buffer.add(text)
         # The first chunk after a quiet spell goes out at once (low latency); while the
         # model streams, chunks merge until the interval passes (few writes).
-        if self._buffer.size >= self._policy.max_chars or self.seconds_until_due() == 0:
+        first = self._policy.first_chunk_at_once and self._next_seq == self._first_seq
+        if first or self._buffer.size >= self._policy.max_chars or self.seconds_until_due() == 0:
             self._flush()
 
     def _flush(self) -> None:

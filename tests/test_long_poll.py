@@ -2,8 +2,9 @@
 
 The changes come from another thread while the request waits, as they do from a run's
 thread in the local server. Whether the request returned because of the change (and not
-because its wait ran out) is checked by counting the store reads it started after the
-change: exactly one, the read that saw it. No test asserts how fast anything is.
+because its wait ran out) is checked by counting the session reads it started once the
+change had begun: one or two (one may begin before the write commits; the next sees it),
+where waiting out the wait would take many more. No test asserts how fast anything is.
 """
 from __future__ import annotations
 
@@ -27,19 +28,19 @@ LONG_WAIT = 20
 
 @dataclass
 class ReadSpy:
-    """Counts the session reads the request thread makes, and those after a change."""
+    """Counts the session reads the request thread makes, and those once a change began."""
 
     request_thread: threading.Thread
     reads: int = 0
     reads_after_change: int = 0
-    changed: threading.Event = field(default_factory=threading.Event)
+    changing: threading.Event = field(default_factory=threading.Event)
     first_read: threading.Event = field(default_factory=threading.Event)
 
     def wrap(self, read: Callable[[str], SessionRecord | None]) -> Callable[[str], SessionRecord | None]:
         def spied(session_id: str) -> SessionRecord | None:
             if threading.current_thread() is self.request_thread:
                 self.reads += 1
-                self.reads_after_change += self.changed.is_set()
+                self.reads_after_change += self.changing.is_set()
                 self.first_read.set()
             return read(session_id)
 
@@ -72,8 +73,8 @@ def change_while_waiting(spy: ReadSpy, change: Callable[[], None]) -> threading.
         assert spy.first_read.wait(10), "the request never read the session"
         # Give the request time to find nothing and start waiting.
         time.sleep(0.3)
+        spy.changing.set()
         change()
-        spy.changed.set()
 
     thread = threading.Thread(target=run, name="run-thread")
     thread.start()
@@ -97,7 +98,7 @@ def test_event_written_during_the_wait_is_returned_at_the_next_read(client, runn
         (1, "delta", "Hello, Привет 👋")]
     assert (page["lastSeq"], page["hasMore"]) == (1, False)
     assert spy.reads > 1, "the event was already there: the request never waited"
-    assert spy.reads_after_change == 1
+    assert spy.reads_after_change in (1, 2)
 
 
 def test_run_ending_during_the_wait_returns_the_terminal_event_and_status(
@@ -116,7 +117,7 @@ def test_run_ending_during_the_wait_returns_the_terminal_event_and_status(
     assert page["status"] == "cancelled"
     assert [(e["seq"], e["eventType"]) for e in page["events"]] == [(2, "cancelled")]
     assert (page["lastSeq"], page["hasMore"]) == (2, False)
-    assert spy.reads_after_change == 1
+    assert spy.reads_after_change in (1, 2)
 
 
 def test_status_change_alone_ends_the_wait(client, running, spy) -> None:
@@ -129,7 +130,7 @@ def test_status_change_alone_ends_the_wait(client, running, spy) -> None:
     page = response.json_body
     assert (page["status"], page["events"], page["lastSeq"], page["hasMore"]) == (
         "error", [], 5, False)
-    assert spy.reads_after_change == 1
+    assert spy.reads_after_change in (1, 2)
 
 
 def test_wait_with_nothing_new_returns_an_empty_page_after_the_wait(client, running, spy) -> None:

@@ -1,0 +1,141 @@
+"""Start and stop the real local stack (`python -m scripts.local_stack`) for a benchmark.
+
+As tests/e2e/conftest.py does: free loopback ports, the stack in its own process group,
+its output collected by a thread, /api/health polled until it answers. Extra environment
+variables (FLUSH_MODE, LOCAL_WORKERS, ...) reach the app: the stack passes its environment
+through to `chalice local`, except for what .chalice/config.json sets for every stage.
+Each stack keeps its DynamoDB data in a temporary directory, removed when it stops.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+STARTUP_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 20.0
+
+
+class StackFailed(Exception):
+    """The local stack did not come up, or did not stop."""
+
+
+def free_ports(count: int) -> list[int]:
+    """Return `count` distinct loopback ports that were free a moment ago."""
+    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind((HOST, 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
+def new_http(pool: int = 10) -> requests.Session:
+    """Return a requests session for loopback addresses: no proxy, `pool` kept connections."""
+    http = requests.Session()
+    http.trust_env = False
+    adapter = requests.adapters.HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
+    http.mount("http://", adapter)
+    return http
+
+
+@dataclass
+class Stack:
+    """A running local stack: its addresses and process."""
+
+    name: str
+    api_url: str
+    ddb_url: str
+    process: subprocess.Popen[bytes]
+    data_dir: str
+    lines: list[str] = field(default_factory=list)
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-40:])
+
+    def stop(self) -> None:
+        """SIGTERM the stack (it stops its children) and wait; SIGKILL its group if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise StackFailed(f"the {self.name} stack did not stop on SIGTERM") from None
+        finally:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def start_stack(name: str, extra_env: Mapping[str, str] | None = None) -> Stack:
+    """Start `python -m scripts.local_stack` on free ports; return once /api/health is 200."""
+    api_port, web_port, ddb_port = free_ports(3)
+    # A data directory of its own: the bench starts empty and leaves `make run`'s data alone.
+    data_dir = tempfile.mkdtemp(prefix=f"backchat-bench-{name}-")
+    env = {
+        **os.environ,
+        **(extra_env or {}),
+        "API_PORT": str(api_port),
+        "WEB_PORT": str(web_port),
+        "DDB_PORT": str(ddb_port),
+        "BACKCHAT_DATA_DIR": data_dir,
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scripts.local_stack"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    stack = Stack(name, f"http://{HOST}:{api_port}", f"http://{HOST}:{ddb_port}", process,
+                  data_dir)
+
+    def copy_output() -> None:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            stack.lines.append(raw.decode("utf-8", errors="replace").rstrip("\n"))
+
+    threading.Thread(target=copy_output, name=f"{name}-output", daemon=True).start()
+    try:
+        _wait_for_health(stack)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def _wait_for_health(stack: Stack) -> None:
+    health = f"{stack.api_url}/api/health"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    with new_http() as http:
+        while True:
+            if stack.process.poll() is not None:
+                raise StackFailed(f"the {stack.name} stack exited with "
+                                  f"{stack.process.returncode}:\n{stack.output()}")
+            try:
+                if http.get(health, timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise StackFailed(f"{health} did not answer within "
+                                  f"{STARTUP_TIMEOUT_SECONDS:.0f} s:\n{stack.output()}")
+            time.sleep(0.2)
