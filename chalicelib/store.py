@@ -416,7 +416,8 @@ def _backoff(attempt: int) -> float:
 
 def _add_missing_indexes(model: Any) -> None:
     """Add the model's global indexes a table made by an older version lacks (local data)."""
-    existing = {index["IndexName"] for index in model.describe_table().get("GlobalSecondaryIndexes", [])}
+    described = model.describe_table().get("GlobalSecondaryIndexes", [])
+    existing = {index["IndexName"] for index in described}
     schema = model._get_schema()
     for index in schema["global_secondary_indexes"]:
         if index["index_name"] in existing:
