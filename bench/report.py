@@ -276,8 +276,9 @@ def _sections(r: dict[str, Any]) -> list[str]:
             ["first DynamoDB read (botocore client, connection)", ms(cold["first_read_ms"])],
             ["orchestrator path: all of the above", ms(cold["orchestrator_total_ms"])],
         ]),
-        "Largest top-level imports of `import app` (`python -X importtime`, cumulative): "
-        + ", ".join(f"`{name}` {value:.0f} ms" for name, value in cold["top_imports"][:6]) + ".",
+        "The costliest imports of app.py and of the modules it imports (`python -X "
+        "importtime`, cumulative, one run; nested ones are part of their parent's time): "
+        + ", ".join(f"`{name}` {value:.0f} ms" for name, value in cold["top_imports"]) + ".",
         "## Phase durations",
         table(["phase", "seconds"], list(r["phase_seconds"].items())),
     ]
