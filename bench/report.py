@@ -59,7 +59,6 @@ def write(results: dict[str, Any]) -> None:
 def _sections(r: dict[str, Any]) -> list[str]:
     costs = r["costs"]
     base_cost, local_cost = costs["baseline"], costs["backchat (local stack)"]
-    deployed_cost = costs["backchat (deployed: 100 ms re-reads)"]
 
     def per_1000(cost: dict[str, Any], key: str) -> float:
         return cost[key] * 1000 / cost["output_tokens"] if cost["output_tokens"] else float("nan")
@@ -117,7 +116,7 @@ def _sections(r: dict[str, Any]) -> list[str]:
              met(median(vis_b) <= 200 and writes_local <= 100)],
             ["cancel → provider stream closed ≤ 250 ms median", f"median {ms(median(cancel))}",
              met(median(cancel) <= 250)],
-            [f"resume: zero repeats and losses over ≥ 1,000 reconnects",
+            ["resume: zero repeats and losses over ≥ 1,000 reconnects",
              f"{resume['reconnects']} reconnects: {resume['repeats']} repeats, "
              f"{resume['losses'] + resume['stored_mismatch']['lost']} losses",
              met(resume["reconnects"] >= 1000 and resume["repeats"] == 0 and resume["losses"] == 0

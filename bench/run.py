@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from bench import coldstart, http_phases, inprocess, machine, report

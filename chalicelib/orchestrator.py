@@ -108,7 +108,8 @@ class _Run:
             logger.warning("session %s: lease lost; this attempt stops without writing", sid)
         except ProviderError as error:
             logger.info("session %s: provider error: %s", sid, error)
-            self._end(lambda: self._writer.finish_error(str(error)))
+            message = str(error)
+            self._end(lambda: self._writer.finish_error(message))
         except DeadlineReached:
             self._end(lambda: self._writer.finish_error(DEADLINE_ERROR))
         except StoreUnavailable:

@@ -1,7 +1,6 @@
 """Shared fixtures: aws -> settings -> store -> components -> client."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterator
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from chalicelib.errors import ProviderError
 from chalicelib.orchestrator import DEADLINE_ERROR, INTERNAL_ERROR, Orchestrator
 from chalicelib.providers import ProviderRegistry
