@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,35 +22,15 @@ from typing import Mapping
 
 import requests
 
+from scripts.loopback import HOST, free_ports, new_http
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
 
 
 class StackFailed(Exception):
     """The local stack did not come up, or did not stop."""
-
-
-def free_ports(count: int) -> list[int]:
-    """Return `count` distinct loopback ports that were free a moment ago."""
-    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind((HOST, 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
-def new_http(pool: int = 10) -> requests.Session:
-    """Return a requests session for loopback addresses: no proxy, `pool` kept connections."""
-    http = requests.Session()
-    http.trust_env = False
-    adapter = requests.adapters.HTTPAdapter(pool_connections=pool, pool_maxsize=pool)
-    http.mount("http://", adapter)
-    return http
 
 
 @dataclass

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,30 +15,12 @@ from typing import Callable, Iterator
 import pytest
 import requests
 
+from scripts.loopback import HOST, free_ports, new_http
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
 STARTUP_TIMEOUT_SECONDS = 60.0
 # The stack gives its children 5 s after SIGTERM before SIGKILL; this leaves it room.
 STOP_TIMEOUT_SECONDS = 20.0
-
-
-def free_ports(count: int) -> list[int]:
-    """Return `count` distinct loopback ports that were free a moment ago."""
-    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind((HOST, 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
-def new_http() -> requests.Session:
-    """Return a requests session that never sends loopback traffic through a proxy."""
-    http = requests.Session()
-    http.trust_env = False
-    return http
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import requests
 
+from scripts.loopback import new_http
+
 pytestmark = pytest.mark.e2e
 
 SEED = int(os.environ.get("BACKCHAT_E2E_SEED", "20240611"))
@@ -27,13 +29,6 @@ POLL_PAUSE_SECONDS = 0.05
 RELOAD_CHANCE = 0.15
 FOLLOW_TIMEOUT_SECONDS = 90.0
 REQUEST_TIMEOUT_SECONDS = 15.0
-
-
-def new_http() -> requests.Session:
-    """Return a requests session that never sends loopback traffic through a proxy."""
-    http = requests.Session()
-    http.trust_env = False
-    return http
 
 
 @dataclass(frozen=True)
