@@ -11,7 +11,9 @@ from chalice import (
     Chalice,
     ChaliceViewError,
     CognitoUserPoolAuthorizer,
+    ConflictError,
     CORSConfig,
+    ForbiddenError,
     NotFoundError,
     Rate,
     Response,
@@ -21,6 +23,7 @@ from chalice import (
 )
 
 from chalicelib import errors
+from chalicelib.dynamo import route_deadline
 from chalicelib.settings import Settings
 from chalicelib.wiring import Components, build_components
 
@@ -36,17 +39,30 @@ class ServiceUnavailableError(ChaliceViewError):
     STATUS_CODE = 503
 
 
-# The one place where the project's errors become HTTP statuses.
+# The one place where the project's errors become HTTP statuses. Looked up along the error's
+# class hierarchy, so a new subclass (StoreThrottled of StoreUnavailable, say) is covered.
 HTTP_ERRORS: dict[type[errors.BackchatError], type[ChaliceViewError]] = {
     errors.InvalidRequest: BadRequestError,
     errors.PayloadTooLarge: PayloadTooLargeError,
     errors.NotAuthenticated: UnauthorizedError,
+    errors.Forbidden: ForbiddenError,
     errors.SessionNotFound: NotFoundError,
+    errors.ConversationNotFound: NotFoundError,
+    errors.ConversationBusy: ConflictError,
     errors.IdempotencyConflict: UnprocessableEntityError,
     errors.TooManyRunningSessions: TooManyRequestsError,
     errors.DispatchFailed: ServiceUnavailableError,
     errors.StoreUnavailable: ServiceUnavailableError,
 }
+UNEXPECTED = "The server could not answer because of an internal error; try again shortly."
+
+
+def http_error(error: Exception) -> ChaliceViewError:
+    """Return the HTTP error for any exception: by class hierarchy, else a 503 (never a 500)."""
+    for cls in type(error).__mro__:
+        if cls in HTTP_ERRORS:
+            return HTTP_ERRORS[cls](str(error))
+    return ServiceUnavailableError(UNEXPECTED)
 
 _components: Components | None = None
 _components_lock = threading.Lock()
@@ -77,23 +93,33 @@ AUTHORIZER = (
 
 
 def http_errors(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the project's exceptions into Chalice's error responses."""
+    """Check where the request comes from, bound its store calls in time, and turn every
+    exception into an error response (4xx, or 503; never 500)."""
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return view(*args, **kwargs)
+            components = get_components()
+            components.authenticator.check_origin(app.current_request.headers)
+            with route_deadline(components.settings.store_route_budget):
+                return view(*args, **kwargs)
+        except ChaliceViewError:
+            raise
         except errors.BackchatError as error:
-            chalice_error = HTTP_ERRORS.get(type(error))
-            if chalice_error is None:
-                raise
-            raise chalice_error(str(error)) from error
+            raise http_error(error) from error
+        except Exception as error:
+            app.log.exception("%s %s failed", app.current_request.method,
+                              app.current_request.path)
+            raise http_error(error) from error
 
     return wrapper
 
 
 def owner() -> str:
-    """Return the caller's owner id; raise NotAuthenticated (401) without valid credentials."""
+    """Return the caller's owner id; raise NotAuthenticated (401) without valid credentials.
+
+    Every owner route calls it first, so a request without credentials costs no store read.
+    """
     request = app.current_request
     return get_components().authenticator.owner(request.headers, request.context)
 
@@ -139,6 +165,43 @@ def cancel_session(session_id: str) -> Response:
     return Response(body=outcome.body, status_code=202 if outcome.accepted else 200)
 
 
+@app.route("/api/chat/conversations", methods=["GET"], **OWNER_ROUTE)
+@http_errors
+def list_conversations() -> dict[str, Any]:
+    return get_components().conversations.list(owner(), app.current_request.query_params)
+
+
+@app.route("/api/chat/conversations/{conversation_id}", methods=["GET"], **OWNER_ROUTE)
+@http_errors
+def get_conversation(conversation_id: str) -> dict[str, Any]:
+    return get_components().conversations.get(owner(), conversation_id,
+                                              app.current_request.query_params)
+
+
+@app.route("/api/chat/conversations/{conversation_id}", methods=["PATCH"], **OWNER_ROUTE,
+           content_types=BODY_TYPES)
+@http_errors
+def rename_conversation(conversation_id: str) -> dict[str, Any]:
+    return get_components().conversations.rename(owner(), conversation_id,
+                                                 app.current_request.raw_body)
+
+
+@app.route("/api/chat/conversations/{conversation_id}", methods=["DELETE"], **OWNER_ROUTE)
+@http_errors
+def delete_conversation(conversation_id: str) -> Response:
+    get_components().conversations.delete(owner(), conversation_id)
+    return Response(body="", status_code=204)
+
+
+@app.route("/api/models", methods=["GET"], **OWNER_ROUTE)
+@http_errors
+def list_models() -> dict[str, Any]:
+    owner()
+    components = get_components()
+    return {"defaultModel": components.settings.default_model,
+            "models": components.providers.choices()}
+
+
 @app.route("/api/health", methods=["GET"], cors=CORS)
 @http_errors
 def health() -> dict[str, Any]:
@@ -148,11 +211,14 @@ def health() -> dict[str, Any]:
 @app.lambda_function(name="orchestrator")
 def orchestrator(event: dict[str, Any], context: Any) -> None:
     """Run one session; Lambda invokes this asynchronously with {"sessionId": ...}."""
-    get_components().orchestrator.run(event["sessionId"],
-                                      remaining_time=lambda: context.get_remaining_time_in_millis() / 1000)
+    get_components().orchestrator.run(
+        event["sessionId"], remaining_time=lambda: context.get_remaining_time_in_millis() / 1000)
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES), name="reaper")
 def reaper(event: Any) -> None:
-    """End running sessions whose orchestrator stopped renewing its lease."""
-    get_components().reaper.reap()
+    """End running sessions whose orchestrator stopped renewing its lease; purge deleted
+    conversations."""
+    components = get_components()
+    components.reaper.reap()
+    components.purger.purge()

@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from chalicelib.errors import DispatchFailed
 
 logger = logging.getLogger(__name__)
 
-RunSession = Callable[[str], None]
+# Run a session: its id, and a function that tells the seconds left before the deadline.
+RunSession = Callable[[str, Optional[Callable[[], float]]], None]
+# A Lambda invocation lasts at most 15 minutes; a local run gets the same.
+RUN_SECONDS = 900.0
 
 
 class Dispatcher(ABC):
@@ -47,30 +51,53 @@ class LambdaDispatcher(Dispatcher):
 
 
 class ThreadDispatcher(Dispatcher):
-    """Local (`chalice local`): a bounded pool of background threads in the server process.
+    """Local (`chalice local`): each run on a thread of its own in the server process, as
+    Lambda gives each run an invocation of its own, with the same deadline as a Lambda run.
 
-    Never use this in a deployed Lambda: the sandbox freezes once the response is sent.
+    At most `max_runs` at once (a high cap, like an account's Lambda concurrency); a start past
+    it fails at once rather than waiting behind slow runs. Never use this in a deployed
+    Lambda: the sandbox freezes once the response is sent.
     """
 
-    def __init__(self, run_session: RunSession, workers: int) -> None:
+    def __init__(self, run_session: RunSession, max_runs: int,
+                 run_seconds: float = RUN_SECONDS) -> None:
         self._run_session = run_session
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="backchat-run")
+        self._slots = threading.BoundedSemaphore(max_runs)
+        self._run_seconds = run_seconds
+        self._threads: set[threading.Thread] = set()
+        self._lock = threading.Lock()
+        self._closed = False
 
     def dispatch(self, session_id: str) -> None:
-        try:
-            self._pool.submit(self._run_logged, session_id)
-        except RuntimeError as error:  # the pool is shutting down with the server
-            raise DispatchFailed("The local server is shutting down") from error
+        with self._lock:
+            if self._closed:
+                raise DispatchFailed("The local server is shutting down")
+            if not self._slots.acquire(blocking=False):
+                raise DispatchFailed("Too many runs are going on this machine; try again shortly")
+            thread = threading.Thread(target=self._run_logged, args=(session_id,),
+                                      name=f"backchat-run-{session_id[:8]}", daemon=True)
+            self._threads.add(thread)
+        thread.start()
 
     def _run_logged(self, session_id: str) -> None:
+        started = time.monotonic()
         try:
-            self._run_session(session_id)
+            self._run_session(session_id,
+                              lambda: self._run_seconds - (time.monotonic() - started))
         except Exception:
             logger.exception("session %s: the background run crashed", session_id)
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+            self._slots.release()
 
     def shutdown(self) -> None:
-        """Wait for the running sessions and stop the pool (tests, benchmarks)."""
-        self._pool.shutdown(wait=True)
+        """Refuse new runs and wait for the running ones (tests, benchmarks)."""
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join()
 
 
 class InlineDispatcher(Dispatcher):
@@ -80,4 +107,4 @@ class InlineDispatcher(Dispatcher):
         self._run_session = run_session
 
     def dispatch(self, session_id: str) -> None:
-        self._run_session(session_id)
+        self._run_session(session_id, None)

@@ -18,12 +18,28 @@ class SessionNotFound(BackchatError):
     """No such session for this caller (unknown, expired or another owner's)."""
 
     def __init__(self, session_id: str) -> None:
-        super().__init__(f"Session {session_id} not found")
+        super().__init__(f"Session {session_id[:64]} not found")
         self.session_id = session_id
+
+
+class ConversationNotFound(BackchatError):
+    """No such conversation for this caller (unknown, deleted or another owner's)."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(f"Conversation {conversation_id[:64]} not found")
+        self.conversation_id = conversation_id
+
+
+class ConversationBusy(BackchatError):
+    """A turn of the conversation is still running; one runs at a time."""
 
 
 class NotAuthenticated(BackchatError):
     """The request carries no valid credentials."""
+
+
+class Forbidden(BackchatError):
+    """The request comes from somewhere this server does not serve (another site, another host)."""
 
 
 class IdempotencyConflict(BackchatError):

@@ -1,6 +1,7 @@
 """The orchestrator: one background run of a session, from lease claim to terminal event."""
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -8,7 +9,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from chalicelib.conversations import ConversationStore
 from chalicelib.errors import CancelRequested, LeaseLost, ProviderError, StoreUnavailable, ToolError
+from chalicelib.history import model_messages
 from chalicelib.providers import ProviderRegistry
 from chalicelib.providers.base import (
     Message,
@@ -20,9 +23,10 @@ from chalicelib.providers.base import (
     ToolCall,
     Usage,
 )
-from chalicelib.records import SessionRecord, TokenUsage
+from chalicelib.records import SessionRecord, TokenUsage, Turn
 from chalicelib.settings import Settings
 from chalicelib.store import SessionStore
+from chalicelib.text import BoundedText
 from chalicelib.tools import ToolRegistry
 from chalicelib.writer import EventWriter, FlushPolicy
 
@@ -34,6 +38,8 @@ RemainingTime = Callable[[], float]
 INTERNAL_ERROR = "The run failed because of an internal error. The server log has the details."
 DEADLINE_ERROR = "The run reached its time limit and was stopped."
 TRUNCATION_MARKER = "\n…[truncated {dropped} characters]"
+# Items the provider's reader thread may get ahead of the run before it waits (back-pressure).
+PUMP_QUEUE_ITEMS = 256
 
 
 class DeadlineReached(Exception):
@@ -51,9 +57,10 @@ class StepResult:
 class Orchestrator:
     """Runs sessions: stream from the model, run tools, feed results back, until an answer."""
 
-    def __init__(self, store: SessionStore, providers: ProviderRegistry, tools: ToolRegistry,
-                 settings: Settings) -> None:
+    def __init__(self, store: SessionStore, conversations: ConversationStore,
+                 providers: ProviderRegistry, tools: ToolRegistry, settings: Settings) -> None:
         self._store = store
+        self._conversations = conversations
         self._providers = providers
         self._tools = tools
         self._settings = settings
@@ -67,14 +74,10 @@ class Orchestrator:
                         session_id)
             return
         logger.info("session %s: attempt %s claimed the run", session_id, attempt_id)
-        writer = EventWriter(
-            self._store,
-            session_id,
-            attempt_id,
-            last_seq=session.last_seq,
-            policy=_flush_policy(self._settings),
-        )
-        _Run(session, writer, self._providers, self._tools, self._settings,
+        writer = EventWriter(self._store, session, attempt_id, policy=_flush_policy(self._settings))
+        history = lambda: self._conversations.turns_before(  # noqa: E731
+            session.conversation_id, session.created_at, session.id)
+        _Run(session, history, writer, self._providers, self._tools, self._settings,
              remaining_time).execute()
 
 
@@ -82,16 +85,18 @@ def _flush_policy(settings: Settings) -> FlushPolicy:
     """Merge text for the flush interval, or write every chunk at once (FLUSH_MODE=per_chunk)."""
     interval = 0.0 if settings.flush_mode == "per_chunk" else settings.flush_interval
     return FlushPolicy(interval, settings.flush_max_chars, settings.heartbeat_interval,
-                       first_chunk_at_once=True)
+                       index_interval=settings.lease_index_seconds,
+                       max_answer_bytes=settings.max_answer_bytes, first_chunk_at_once=True)
 
 
 class _Run:
     """One attempt at one session; ends with exactly one terminal event unless the lease is lost."""
 
-    def __init__(self, session: SessionRecord, writer: EventWriter, providers: ProviderRegistry,
-                 tools: ToolRegistry, settings: Settings,
-                 remaining_time: RemainingTime | None) -> None:
+    def __init__(self, session: SessionRecord, history: Callable[[], Iterator[Turn]],
+                 writer: EventWriter, providers: ProviderRegistry, tools: ToolRegistry,
+                 settings: Settings, remaining_time: RemainingTime | None) -> None:
         self._session = session
+        self._history = history
         self._writer = writer
         self._providers = providers
         self._tools = tools
@@ -132,8 +137,7 @@ class _Run:
         settings = self._settings
         ref = self._providers.resolve(self._session.model)
         provider = self._providers.provider(ref)
-        messages = [Message(turn.role, turn.content) for turn in self._session.history]  # type: ignore[arg-type]
-        messages.append(Message("user", self._session.message))
+        messages = model_messages(self._history(), settings.max_history_bytes)
         for _ in range(settings.step_limit):
             request = ModelRequest(model=ref.name, messages=tuple(messages),
                                    tools=self._tools.specs())
@@ -151,7 +155,7 @@ class _Run:
 
     def _model_step(self, stream: ProviderStream) -> StepResult:
         """Stream one model call into the writer; always close the stream."""
-        text: list[str] = []
+        text = BoundedText(self._settings.max_answer_bytes)
         calls: list[ToolCall] = []
         try:
             for item in _pumped(stream, self._writer.seconds_until_due):
@@ -159,7 +163,7 @@ class _Run:
                 if item is None:
                     self._writer.tick()
                 elif isinstance(item, TextChunk):
-                    text.append(item.text)
+                    text.add(item.text)
                     self._writer.append_delta(item.text)
                 elif isinstance(item, ThinkingChunk):
                     self._writer.append_thinking(item.text)
@@ -170,12 +174,13 @@ class _Run:
         finally:
             # Closing stops the provider from producing (and billing) more tokens.
             stream.close()
-        return StepResult("".join(text), tuple(calls))
+        return StepResult(text.text, tuple(calls))
 
     def _run_tool(self, call: ToolCall) -> str:
         """Record the call, run the tool, record its (truncated) output and return it."""
         self._check_deadline()
-        self._writer.append_tool_call(call.id, call.name, call.input)
+        self._writer.append_tool_call(call.id, call.name,
+                                      _shown_input(call.input, self._settings.max_tool_output_chars))
         try:
             output = self._tools.run(call.name, call.input)
         except ToolError as error:
@@ -197,32 +202,56 @@ _END = object()
 def _pumped(stream: ProviderStream, wait_for: Callable[[], float]) -> Iterator[StreamItem | None]:
     """Yield the stream's items, and None whenever `wait_for()` seconds pass with no item.
 
-    The stream is read on a helper thread so the run can flush text and notice a
-    cancel request while the provider is silent.
+    The stream is read on a helper thread so the run can flush text and notice a cancel
+    request while the provider is silent. The queue between them is bounded: a provider
+    faster than the store waits (back-pressure) instead of piling text up in memory, and once
+    the run stops reading, the helper thread stops too.
     """
-    items: queue.Queue = queue.Queue()
+    items: queue.Queue = queue.Queue(maxsize=PUMP_QUEUE_ITEMS)
+    stopped = threading.Event()
+
+    def hand_over(item: object) -> None:
+        while not stopped.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def pump() -> None:
         try:
             for item in stream:
-                items.put(item)
+                hand_over(item)
+                if stopped.is_set():
+                    return
         except BaseException as error:  # handed to the run, which decides what it means
-            items.put(error)
+            hand_over(error)
         finally:
-            items.put(_END)
+            hand_over(_END)
 
     threading.Thread(target=pump, name="provider-stream", daemon=True).start()
-    while True:
-        try:
-            item = items.get(timeout=max(wait_for(), 0.001))
-        except queue.Empty:
-            yield None
-            continue
-        if item is _END:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    try:
+        while True:
+            try:
+                item = items.get(timeout=max(wait_for(), 0.001))
+            except queue.Empty:
+                yield None
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stopped.set()
+
+
+def _shown_input(tool_input: dict, max_chars: int) -> dict:
+    """Return a tool input as recorded in its event: whole, or cut down if it is huge."""
+    text = json.dumps(tool_input, ensure_ascii=False)
+    if len(text) <= max_chars:
+        return tool_input
+    return {"truncated": _truncate(text, max_chars)}
 
 
 def _truncate(text: str, max_chars: int) -> str:

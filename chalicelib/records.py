@@ -1,4 +1,4 @@
-"""Plain values that cross the store boundary: sessions, events, usage, run endings."""
+"""Plain values that cross the store boundary: sessions, events, conversations, turns, endings."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,7 +37,7 @@ class TokenUsage:
 
 @dataclass(frozen=True)
 class HistoryTurn:
-    """One earlier turn the client sends with a new message."""
+    """One message of an imported history: a role ("user" or "assistant") and its text."""
 
     role: str
     content: str
@@ -45,40 +45,40 @@ class HistoryTurn:
 
 @dataclass(frozen=True)
 class NewSession:
-    """What the start route stores for a new run."""
+    """What the start route stores for a new run: the session and its turn's input."""
 
     id: str
     owner_id: str
     model: str
     message: str
+    conversation_id: str
+    title: str
     history: tuple[HistoryTurn, ...] = ()
-    title: str | None = None
-    conversation_id: str | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    # True when the start opens the conversation (its row is created with the turn).
+    new_conversation: bool = False
 
 
 @dataclass(frozen=True)
 class SessionRecord:
-    """A session row as read from the store."""
+    """A session row as read from the store (the run's state; no message, no answer)."""
 
     id: str
     owner_id: str
+    conversation_id: str
     status: str
     model: str
     created_at: str
     updated_at: str
-    message: str = ""
-    history: tuple[HistoryTurn, ...] = ()
     title: str | None = None
-    conversation_id: str | None = None
     finished_at: str | None = None
     usage: TokenUsage = field(default_factory=TokenUsage)
     last_seq: int = 0
     error: str | None = None
-    answer: str | None = None
     attempt_id: str | None = None
     lease_until_ms: int | None = None
+    reap_failures: int = 0
     cancel_requested: bool = False
     idempotency_key: str | None = None
     request_hash: str | None = None
@@ -128,4 +128,68 @@ class SessionPage:
     """An owner's sessions, newest first, and where the next page starts."""
 
     sessions: tuple[SessionRecord, ...]
+    next_key: dict[str, str] | None
+
+
+@dataclass(frozen=True)
+class ConversationRecord:
+    """A conversation's row."""
+
+    id: str
+    owner_id: str
+    title: str
+    created_at: str
+    updated_at: str
+    turn_count: int = 0
+    last_session_id: str | None = None
+    last_status: str | None = None
+    running_session_id: str | None = None
+    deleted: bool = False
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True)
+class ConversationPage:
+    """An owner's conversations, most recently active first, and where the next page starts."""
+
+    conversations: tuple[ConversationRecord, ...]
+    next_key: dict[str, str] | None
+
+
+@dataclass(frozen=True)
+class TurnInput:
+    """A turn's input: the user's message and, on a first turn, the imported history."""
+
+    session_id: str
+    created_at: str
+    model: str
+    message: str
+    history: tuple[HistoryTurn, ...] = ()
+
+
+@dataclass(frozen=True)
+class TurnEnding:
+    """How a turn ended, as kept beside its input in the conversation."""
+
+    session_id: str
+    status: str
+    finished_at: str
+    answer: str = ""
+    error: str | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a conversation: its input and, once it has ended, its ending."""
+
+    input: TurnInput
+    ending: TurnEnding | None = None
+
+
+@dataclass(frozen=True)
+class TurnPage:
+    """A conversation's turns, oldest first, and where the next page starts."""
+
+    turns: tuple[Turn, ...]
     next_key: dict[str, str] | None

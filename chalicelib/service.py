@@ -1,4 +1,4 @@
-"""ChatService: what each HTTP route does, with no HTTP in it."""
+"""ChatService: what each session route does (start, read, follow, list, cancel), with no HTTP."""
 from __future__ import annotations
 
 import base64
@@ -12,9 +12,13 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from chalicelib import clock
-from chalicelib.cursor import decode_cursor, encode_cursor
+from chalicelib.conversations import ConversationStore
+from chalicelib.cursor import CursorCodec
 from chalicelib.dispatch import Dispatcher
+from chalicelib.dynamo import extend_route_deadline
 from chalicelib.errors import (
+    ConversationBusy,
+    ConversationNotFound,
     DispatchFailed,
     IdempotencyConflict,
     LeaseLost,
@@ -23,15 +27,15 @@ from chalicelib.errors import (
 )
 from chalicelib.providers import ProviderRegistry
 from chalicelib.records import (
+    CANCELLED,
     ERROR,
-    EventPage,
     EventRecord,
     NewSession,
     RunEnding,
     SessionRecord,
 )
 from chalicelib.settings import Settings
-from chalicelib.store import Fence, SessionExists, SessionStore
+from chalicelib.store import ConversationUnavailable, Fence, SessionExists, SessionStore
 from chalicelib.validation import (
     StartRequest,
     parse_events_query,
@@ -39,14 +43,16 @@ from chalicelib.validation import (
     parse_list_query,
     parse_start_request,
 )
-from chalicelib.views import event_view, session_view
+from chalicelib.views import event_view, json_size, session_view, start_view
 
 logger = logging.getLogger(__name__)
 
 DISPATCH_ERROR = "The run could not be started (the background worker did not accept it)."
-SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# Text per events page: JSON escaping can make a character 6 bytes; 6 MB is Lambda's limit.
-MAX_PAGE_TEXT_CHARS = 500_000
+# Ids the server issues are URL-safe base64; anything else names nothing (and DynamoDB would
+# refuse an empty or huge key).
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# An events page's JSON stays below this; Lambda's response limit is 6 MB.
+MAX_PAGE_BYTES = 5_000_000
 # A Lambda invocation lasts at most 15 minutes.
 MAX_RUN_SECONDS = 900
 # How often a long-poll re-reads the store while it waits: often when runs write from other
@@ -54,27 +60,32 @@ MAX_RUN_SECONDS = 900
 # their writes (local server, tests): the announcement wakes the long-poll at once.
 LONG_POLL_INTERVAL = 0.1
 LOCAL_LONG_POLL_INTERVAL = 1.0
-NO_EVENTS = EventPage(events=(), has_more=False)
+TITLE_CHARS = 60
+SESSIONS_LIST = "sessions"
+BAD_SESSIONS_CURSOR = "omit it to start from the newest session"
 
 
-def new_session_id() -> str:
-    """Return a random, unguessable session id (128 bits, URL-safe)."""
+def new_id() -> str:
+    """Return a random, unguessable id (128 bits, URL-safe): sessions and conversations."""
     return secrets.token_urlsafe(16)
 
 
-def _fit_page(events: Sequence[EventRecord], has_more: bool) -> tuple[Sequence[EventRecord], bool]:
-    """Cut a page so its JSON stays far below Lambda's 6 MB response limit."""
+def title_from(message: str) -> str:
+    """Return a conversation title from its first message: first line, at most 60 characters."""
+    line = message.strip().split("\n")[0].strip()
+    return line if len(line) <= TITLE_CHARS else line[:TITLE_CHARS - 1] + "…"
+
+
+def fit_page(views: Sequence[dict[str, Any]], max_bytes: int | None = None) -> int:
+    """Return how many of the views fit in a response of max_bytes (MAX_PAGE_BYTES by
+    default; always at least one)."""
+    max_bytes = MAX_PAGE_BYTES if max_bytes is None else max_bytes
     size = 0
-    for index, event in enumerate(events):
-        size += len(event.content or "") + len(json.dumps(event.tool_input or {}))
-        if size > MAX_PAGE_TEXT_CHARS and index > 0:
-            return events[:index], True
-    return events, has_more
-
-
-def _start_view(session: SessionRecord) -> dict[str, Any]:
-    return {"sessionId": session.id, "status": session.status, "model": session.model,
-            "createdAt": session.created_at}
+    for index, view in enumerate(views):
+        size += json_size(view) + 1
+        if size > max_bytes and index > 0:
+            return index
+    return len(views)
 
 
 def _idempotent_id(owner_id: str, key: str) -> str:
@@ -93,29 +104,32 @@ def _request_hash(request: StartRequest, model: str) -> str:
 
 @dataclass(frozen=True)
 class CancelOutcome:
-    """The cancel route's answer: the body, and whether a running session was asked to stop."""
+    """The cancel route's answer: the body, and whether this request stopped a running session."""
 
     body: dict[str, Any]
     accepted: bool
 
 
 class ChatService:
-    """Start, read, list and cancel sessions on behalf of an owner."""
+    """Start, read, follow, list and cancel sessions on behalf of an owner."""
 
-    def __init__(self, settings: Settings, store: SessionStore, dispatcher: Dispatcher,
-                 providers: ProviderRegistry,
-                 new_id: Callable[[], str] = new_session_id) -> None:
+    def __init__(self, settings: Settings, store: SessionStore, conversations: ConversationStore,
+                 dispatcher: Dispatcher, providers: ProviderRegistry,
+                 new_id: Callable[[], str] = new_id) -> None:
         self._settings = settings
         self._store = store
+        self._conversations = conversations
         self._dispatcher = dispatcher
         self._providers = providers
         self._new_id = new_id
+        self._cursors = CursorCodec(settings.cursor_secret)
         self._poll_interval = (LONG_POLL_INTERVAL if settings.dispatch_mode == "lambda"
                                else LOCAL_LONG_POLL_INTERVAL)
 
     def start(self, owner_id: str, raw_body: bytes | None,
               idempotency_key: str | None = None) -> dict[str, Any]:
-        """Store a new session, hand it to the orchestrator and return at once.
+        """Store a new session as a turn of a conversation, hand it to the orchestrator and
+        return at once.
 
         With an idempotency key, a retried start returns the first session instead of
         starting a second run (the session id is derived from the owner and the key).
@@ -124,30 +138,50 @@ class ChatService:
         request = parse_start_request(raw_body, self._settings)
         model = request.model or self._settings.default_model
         self._providers.resolve(model)
-        new = NewSession(
-            id=_idempotent_id(owner_id, key) if key else self._new_id(),
-            owner_id=owner_id,
-            model=model,
-            message=request.message,
-            history=request.history,
-            title=request.title,
-            conversation_id=request.conversation_id,
-            idempotency_key=key,
-            request_hash=_request_hash(request, model) if key else None,
-        )
-        if key and self._store.get(new.id) is not None:
-            return _start_view(self._replayed(new))
+        session_id = _idempotent_id(owner_id, key) if key else self._new_id()
+        request_hash = _request_hash(request, model) if key else None
+        if key and self._store.get(session_id) is not None:
+            return start_view(self._replayed(session_id, owner_id, request_hash))
+        if request.conversation_id is None:
+            conversation_id, title, opens = self._new_id(), request.title, True
+            title = title or title_from(request.message)
+        else:
+            conversation = self._open_conversation(owner_id, request.conversation_id)
+            conversation_id, title, opens = conversation.id, conversation.title, False
         self._check_running_cap(owner_id)
+        new = NewSession(
+            id=session_id, owner_id=owner_id, model=model, message=request.message,
+            conversation_id=conversation_id, title=title, history=request.history,
+            idempotency_key=key, request_hash=request_hash, new_conversation=opens,
+        )
         try:
             session = self._store.create(new)
         except SessionExists:
             if not key:
                 # 128 random bits do not collide; a repeat means the id source is broken.
                 raise RuntimeError(f"session id {new.id} is already taken") from None
-            session = self._replayed(new)
-        else:
-            self._dispatch(session)
-        return _start_view(session)
+            return start_view(self._replayed(session_id, owner_id, request_hash))
+        except ConversationUnavailable:
+            # Another start or a delete won the race since the check above: say which.
+            self._open_conversation(owner_id, conversation_id)
+            raise ConversationBusy(self._busy_message()) from None
+        self._dispatch(session)
+        return start_view(session)
+
+    def _open_conversation(self, owner_id: str, conversation_id: str) -> Any:
+        """Return the owner's conversation that may take a new turn; 404 or 409 otherwise."""
+        conversation = (self._conversations.get(conversation_id)
+                        if ID_PATTERN.fullmatch(conversation_id) else None)
+        if conversation is None or conversation.owner_id != owner_id or conversation.deleted:
+            raise ConversationNotFound(conversation_id)
+        if conversation.running_session_id is not None:
+            raise ConversationBusy(self._busy_message())
+        return conversation
+
+    @staticmethod
+    def _busy_message() -> str:
+        return ("a turn of this conversation is still running; wait for it to end or cancel it "
+                "before sending the next message")
 
     def _check_running_cap(self, owner_id: str) -> None:
         cap = self._settings.max_running_per_owner
@@ -160,83 +194,123 @@ class ChatService:
                 f"You already have {cap} sessions running; wait for one to finish or cancel one"
             )
 
-    def _replayed(self, new: NewSession) -> SessionRecord:
+    def _replayed(self, session_id: str, owner_id: str,
+                  request_hash: str | None) -> SessionRecord:
         """Return the session a retried start refers to; the run is not dispatched again."""
-        existing = self._store.get(new.id)
+        existing = self._store.get(session_id)
         if existing is None:
             raise IdempotencyConflict(
                 "this Idempotency-Key belonged to a session that has expired; use a new key"
             )
-        if existing.owner_id != new.owner_id or existing.request_hash != new.request_hash:
+        if existing.owner_id != owner_id or existing.request_hash != request_hash:
             raise IdempotencyConflict(
                 "this Idempotency-Key was already used with a different request body"
             )
         return existing
 
     def get(self, owner_id: str, session_id: str) -> dict[str, Any]:
-        """Return the caller's session."""
-        return session_view(self._owned(owner_id, session_id))
+        """Return the caller's session, with its answer once it has ended."""
+        session = self.owned(owner_id, session_id)
+        answer = None
+        if not session.is_running:
+            ending = self._conversations.ending(session.conversation_id, session.created_at,
+                                                session.id)
+            answer = ending.answer if ending is not None else ""
+        return session_view(session, answer)
 
     def events(self, owner_id: str, session_id: str,
                params: Mapping[str, str] | None) -> dict[str, Any]:
-        """Return events after a seq; with wait, hold the request until something changes."""
+        """Return events after a seq; with wait, hold the request until something changes.
+
+        The status is read before the events, and the events only up to the lastSeq read with
+        it: a terminal status with hasMore false then guarantees the page holds the terminal
+        event. The whole request is bounded: `wait`, then at most one more round of reads.
+        """
         query = parse_events_query(params)
-        deadline = time.monotonic() + query.wait
-        with self._store.watch(session_id) as watch:
-            while True:
+        restore_deadline = extend_route_deadline(query.wait)
+        try:
+            deadline = time.monotonic() + query.wait
+            with self._store.watch(session_id) as watch:
                 seen = watch.writes()
-                # The status is read before the events: a terminal status with hasMore false
-                # then guarantees the page holds the terminal event.
-                session = self._owned(owner_id, session_id)
-                # lastSeq is written in the same transaction as the events: when it is not
-                # past `after` there is nothing to query (an idle poll costs one read).
-                page = (self._store.events_after(session_id, query.after, query.limit)
-                        if session.last_seq > query.after else NO_EVENTS)
-                if page.events or not session.is_running or time.monotonic() >= deadline:
-                    break
-                watch.wait(seen, min(self._poll_interval, max(0.0, deadline - time.monotonic())))
-        events, has_more = _fit_page(page.events, page.has_more)
+                session = self.owned(owner_id, session_id)
+                while True:
+                    page = self._store.events_after(session_id, query.after, query.limit,
+                                                    session.last_seq)
+                    remaining = deadline - time.monotonic()
+                    if page.events or not session.is_running or remaining <= 0:
+                        break
+                    watch.wait(seen, min(self._poll_interval, remaining))
+                    if time.monotonic() >= deadline and watch.writes() == seen:
+                        break  # the wait is over and nothing was announced: answer now
+                    seen = watch.writes()
+                    session = self._store.get(session_id) or session
+        finally:
+            restore_deadline()
+        views = [event_view(event) for event in page.events]
+        count = fit_page(views)
+        events = page.events[:count]
         return {
             "sessionId": session_id,
             "status": session.status,
-            "events": [event_view(event) for event in events],
+            "events": views[:count],
             "lastSeq": events[-1].seq if events else query.after,
-            "hasMore": has_more,
+            "hasMore": page.has_more or count < len(views),
         }
 
     def list(self, owner_id: str, params: Mapping[str, str] | None) -> dict[str, Any]:
         """Return the caller's sessions, newest first, and the cursor of the next page."""
         query = parse_list_query(params)
-        start = decode_cursor(query.cursor, owner_id) if query.cursor else None
+        start = (self._cursors.decode(query.cursor, SESSIONS_LIST, owner_id, BAD_SESSIONS_CURSOR)
+                 if query.cursor else None)
         page = self._store.list_by_owner(owner_id, query.limit, start)
+        live = self._conversations.get_many([s.conversation_id for s in page.sessions])
+        sessions = [s for s in page.sessions
+                    if s.conversation_id in live and not live[s.conversation_id].deleted]
         return {
-            "sessions": [session_view(s, include_answer=False) for s in page.sessions],
-            "nextCursor": encode_cursor(page.next_key) if page.next_key else None,
+            "sessions": [session_view(s, include_answer=False) for s in sessions],
+            "nextCursor": (self._cursors.encode(SESSIONS_LIST, owner_id, page.next_key)
+                           if page.next_key else None),
         }
 
     def cancel(self, owner_id: str, session_id: str) -> CancelOutcome:
-        """Ask a running session to stop; a finished one is returned unchanged."""
-        session = self._owned(owner_id, session_id)
+        """Stop a running session; a finished one is returned unchanged."""
+        session = self.owned(owner_id, session_id)
         if not session.is_running:
             return CancelOutcome({"id": session.id, "status": session.status}, accepted=False)
-        self._store.request_cancel(session_id)
-        current = self._owned(owner_id, session_id)
-        return CancelOutcome({"id": current.id, "status": current.status},
-                             accepted=current.is_running)
+        self.stop(session)
+        current = self._store.get(session_id) or session
+        return CancelOutcome({"id": current.id, "status": current.status}, accepted=True)
+
+    def stop(self, session: SessionRecord) -> None:
+        """End a session no run has claimed as cancelled at once (the model is never called);
+        ask a claimed one's run to stop (it ends `cancelled` at its next write)."""
+        if session.attempt_id is None:
+            ending = RunEnding(status=CANCELLED, terminal_event=EventRecord(
+                session_id=session.id, seq=session.last_seq + 1, event_type=CANCELLED,
+                created_at=clock.now_iso()))
+            try:
+                self._store.finish(session, Fence.unclaimed(), [], ending)
+                logger.info("session %s: cancelled before its run started", session.id)
+                return
+            except LeaseLost:
+                pass  # a run claimed it meanwhile: ask that run to stop
+        self._store.request_cancel(session.id)
 
     def health(self) -> dict[str, Any]:
-        """Return ok if both tables answer."""
+        """Return ok if every table answers."""
         self._store.ping()
         return {"status": "ok"}
 
-    def _owned(self, owner_id: str, session_id: str) -> SessionRecord:
-        # Ids are URL-safe base64; anything else (empty, too long) names no session, and
-        # DynamoDB would refuse it as a key.
-        if not SESSION_ID_PATTERN.fullmatch(session_id):
-            raise SessionNotFound(session_id[:64])
+    def owned(self, owner_id: str, session_id: str) -> SessionRecord:
+        """Return the caller's session; SessionNotFound if unknown, another owner's, or its
+        conversation was deleted (all answered alike, so ids cannot be probed)."""
+        if not ID_PATTERN.fullmatch(session_id):
+            raise SessionNotFound(session_id)
         session = self._store.get(session_id)
-        # Another owner's session is answered exactly like an unknown one.
         if session is None or session.owner_id != owner_id:
+            raise SessionNotFound(session_id)
+        conversation = self._conversations.get(session.conversation_id)
+        if conversation is None or conversation.deleted:
             raise SessionNotFound(session_id)
         return session
 
@@ -253,7 +327,7 @@ class ChatService:
                                created_at=clock.now_iso(), content=DISPATCH_ERROR)
         ending = RunEnding(status=ERROR, terminal_event=terminal, error=DISPATCH_ERROR)
         try:
-            self._store.finish(session.id, Fence.unclaimed(), [], ending)
+            self._store.finish(session, Fence.unclaimed(), [], ending)
         except LeaseLost:
             # A run did start after all and owns the session now.
             logger.warning("session %s: dispatch reported failure but a run claimed it",

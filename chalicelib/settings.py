@@ -23,12 +23,18 @@ class Settings:
     region: str = "us-east-1"
     sessions_table: str = "chatSessions"
     events_table: str = "chatEvents"
+    conversations_table: str = "chatConversations"
     # Set only for the embedded moto server (local stack, end-to-end tests).
     dynamodb_endpoint: str | None = None
     dispatch_mode: str = "thread"
     orchestrator_function: str = "backchat-local-orchestrator"
-    local_workers: int = 16
+    # thread dispatch: at most this many runs at once, each on its own thread (as Lambda gives
+    # each run its own invocation); a start past it is a 503, never a queue.
+    local_max_runs: int = 1000
     default_model: str = "demo"
+    # Models a start may name ("demo", "openai:gpt-4o-mini", "bedrock:*" ...); empty: any model
+    # whose provider is configured. fnmatch patterns.
+    allowed_models: tuple[str, ...] = ()
     auth_mode: str = "none"
     local_owner: str = "local"
     # apikey mode: "owner:sha256-hex,..." (see chalicelib/auth.py); never the keys themselves.
@@ -42,9 +48,11 @@ class Settings:
     max_history_items: int = 200
     max_history_bytes: int = 96_000
     max_title_chars: int = 200
-    max_conversation_id_chars: int = 128
-    # The session row also holds the input; capping the stored answer keeps it under 400 KB.
-    max_answer_bytes: int = 120_000
+    # The stored answer (its own item) is capped so that the item, and a conversation page
+    # holding it, stay under DynamoDB's 400 KB item and Lambda's 6 MB response limits.
+    max_answer_bytes: int = 300_000
+    # The session row's error text: the row must stay small (every flush updates it).
+    max_error_bytes: int = 2_000
     max_tool_output_chars: int = 16_000
     step_limit: int = 8
     flush_mode: str = "merge"
@@ -52,13 +60,27 @@ class Settings:
     flush_max_chars: int = 2_000
     heartbeat_interval: float = 1.0
     lease_seconds: int = 30
+    # How often a run moves its entry in the reaper's index (a GSI write); the lease itself is
+    # renewed by every write, which touches no index.
+    lease_index_seconds: float = 15.0
     # A dispatched run must claim its session within this time or the reaper ends it.
     claim_timeout_seconds: int = 300
     # Stop this long before the Lambda deadline so the terminal event is always written.
     deadline_margin_seconds: float = 10.0
     retention_days: int = 30
-    # Tries of a run's write when DynamoDB throttles (botocore's own retries come first).
+    # Tries of a store call when DynamoDB throttles or a connection fails; botocore's own
+    # retries are off, so these are all the tries there are.
     store_retries: int = 5
+    # A route's store calls, retries included, give up after this long (503): API Gateway
+    # gives up at 29 s, and a long-poll's wait comes on top.
+    store_route_budget: float = 6.0
+    # One DynamoDB request waits at most this long to connect, and then to read an answer.
+    store_connect_timeout: float = 1.0
+    store_read_timeout: float = 3.0
+    max_pool_connections: int = 50
+    # Signs list cursors (HMAC-SHA256): a cursor the server did not issue is a 400. Deployed
+    # stages set it per deployment; the local stage may use the fixed one.
+    cursor_secret: str = ""
     # The local stack has no scheduler: a thread reaps this often (deployed: every minute).
     local_reaper_seconds: float = 5.0
 
@@ -72,11 +94,13 @@ class Settings:
             region=reader.text("AWS_REGION", reader.text("AWS_DEFAULT_REGION", cls.region)),
             sessions_table=reader.text("SESSIONS_TABLE", cls.sessions_table),
             events_table=reader.text("EVENTS_TABLE", cls.events_table),
+            conversations_table=reader.text("CONVERSATIONS_TABLE", cls.conversations_table),
             dynamodb_endpoint=reader.text("DDB_ENDPOINT", "") or None,
             dispatch_mode=reader.choice("DISPATCH_MODE", cls.dispatch_mode, DISPATCH_MODES),
             orchestrator_function=reader.text("ORCHESTRATOR_FUNCTION", cls.orchestrator_function),
-            local_workers=reader.integer("LOCAL_WORKERS", cls.local_workers, minimum=1),
+            local_max_runs=reader.integer("LOCAL_MAX_RUNS", cls.local_max_runs, minimum=1),
             default_model=reader.text("DEFAULT_MODEL", cls.default_model),
+            allowed_models=reader.items("ALLOWED_MODELS"),
             auth_mode=reader.choice("AUTH_MODE", cls.auth_mode, AUTH_MODES),
             local_owner=reader.text("LOCAL_OWNER", cls.local_owner),
             api_key_hashes=reader.text("API_KEY_HASHES", cls.api_key_hashes),
@@ -99,6 +123,9 @@ class Settings:
                 "HEARTBEAT_INTERVAL", cls.heartbeat_interval, minimum=0.05
             ),
             lease_seconds=reader.integer("LEASE_SECONDS", cls.lease_seconds, minimum=2),
+            lease_index_seconds=reader.number(
+                "LEASE_INDEX_SECONDS", cls.lease_index_seconds, minimum=0.1
+            ),
             claim_timeout_seconds=reader.integer(
                 "CLAIM_TIMEOUT_SECONDS", cls.claim_timeout_seconds, minimum=1
             ),
@@ -107,6 +134,19 @@ class Settings:
             ),
             retention_days=reader.integer("RETENTION_DAYS", cls.retention_days, minimum=1),
             store_retries=reader.integer("STORE_RETRIES", cls.store_retries, minimum=1),
+            store_route_budget=reader.number(
+                "STORE_ROUTE_BUDGET", cls.store_route_budget, minimum=0.1
+            ),
+            store_connect_timeout=reader.number(
+                "STORE_CONNECT_TIMEOUT", cls.store_connect_timeout, minimum=0.05
+            ),
+            store_read_timeout=reader.number(
+                "STORE_READ_TIMEOUT", cls.store_read_timeout, minimum=0.05
+            ),
+            max_pool_connections=reader.integer(
+                "MAX_POOL_CONNECTIONS", cls.max_pool_connections, minimum=1
+            ),
+            cursor_secret=reader.text("CURSOR_SECRET", cls.cursor_secret),
             local_reaper_seconds=reader.number(
                 "LOCAL_REAPER_SECONDS", cls.local_reaper_seconds, minimum=0.1
             ),
@@ -117,7 +157,18 @@ class Settings:
             raise SettingsError("AUTH_MODE=cognito needs COGNITO_USER_POOL_ARN")
         if settings.heartbeat_interval * 3 > settings.lease_seconds:
             raise SettingsError("HEARTBEAT_INTERVAL must be at most a third of LEASE_SECONDS")
+        if settings.lease_index_seconds * 2 > settings.lease_seconds:
+            raise SettingsError("LEASE_INDEX_SECONDS must be at most half of LEASE_SECONDS")
         return settings
+
+    def check_runtime_secrets(self) -> None:
+        """Raise SettingsError if a deployed function lacks a secret it must have.
+
+        Not part of from_env: `chalice package` imports the app with the stage's settings,
+        before deploy time has supplied the secrets.
+        """
+        if self.dispatch_mode == "lambda" and len(self.cursor_secret) < 16:
+            raise SettingsError("CURSOR_SECRET must be set (16 characters or more) when deployed")
 
     def with_overrides(self, **changes: object) -> "Settings":
         """Return a copy with some fields changed (tests, benchmarks)."""
@@ -132,6 +183,10 @@ class _EnvReader:
 
     def text(self, name: str, default: str) -> str:
         return self._env.get(name, default).strip()
+
+    def items(self, name: str) -> tuple[str, ...]:
+        """Return a comma-separated list, without empty entries."""
+        return tuple(filter(None, (part.strip() for part in self._env.get(name, "").split(","))))
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
         value = self.text(name, default)

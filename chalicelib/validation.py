@@ -16,7 +16,12 @@ MAX_EVENTS_LIMIT = 1000
 DEFAULT_EVENTS_LIMIT = 200
 MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
+DEFAULT_TURNS_LIMIT = 50
 MAX_IDEMPOTENCY_KEY_CHARS = 128
+# More digits than any valid value has: longer numbers are refused before int() reads them
+# (Python refuses to convert more than 4,300 digits at all).
+MAX_NUMBER_DIGITS = 16
+RENAME_FIELDS = ("title",)
 
 
 @dataclass(frozen=True)
@@ -59,14 +64,32 @@ def parse_start_request(raw_body: bytes | None, settings: Settings) -> StartRequ
                     too_long=PayloadTooLarge)
     if not message.strip():
         raise InvalidRequest("message must not be empty or only white space")
-    return StartRequest(
+    request = StartRequest(
         message=message,
         history=_history(body.get("history"), settings),
         model=_text(body, "model", max_chars=200),
-        conversation_id=_text(body, "conversationId",
-                              max_chars=settings.max_conversation_id_chars),
-        title=_text(body, "title", max_chars=settings.max_title_chars),
+        # Any string: an id the server never issued is simply an unknown conversation (404).
+        conversation_id=_text(body, "conversationId"),
+        title=_title(body, settings) if "title" in body else None,
     )
+    if request.conversation_id is not None and request.history:
+        raise InvalidRequest("history is only for starting a new conversation (an import); "
+                             "with conversationId the server sends the conversation's own turns")
+    if request.conversation_id is not None and request.title is not None:
+        raise InvalidRequest("title names a new conversation; rename an existing one with "
+                             "PATCH /api/chat/conversations/{id}")
+    return request
+
+
+def parse_rename_request(raw_body: bytes | None, settings: Settings) -> str:
+    """Return the new title in a rename body, or raise InvalidRequest."""
+    body = _json_object(raw_body, settings.max_body_bytes, example='{"title": "Trip plans"}')
+    unknown = sorted(set(body) - set(RENAME_FIELDS))
+    if unknown:
+        raise InvalidRequest(f"unknown field {unknown[0]!r}; the rename request accepts title")
+    if "title" not in body:
+        raise InvalidRequest("title is required")
+    return _title(body, settings)
 
 
 def parse_idempotency_key(header: str | None) -> str | None:
@@ -93,19 +116,21 @@ def parse_events_query(params: Mapping[str, str] | None) -> EventsQuery:
     )
 
 
-def parse_list_query(params: Mapping[str, str] | None) -> ListQuery:
-    """Return limit/cursor from the query string of the list route."""
+def parse_list_query(params: Mapping[str, str] | None,
+                     default_limit: int = DEFAULT_LIST_LIMIT) -> ListQuery:
+    """Return limit/cursor from the query string of a list route."""
     params = params or {}
     cursor = params.get("cursor")
     if cursor is not None and not cursor:
-        raise InvalidRequest("cursor must not be empty; omit it to start from the newest session")
-    return ListQuery(limit=_int_param(params, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT),
+        raise InvalidRequest("cursor must not be empty; omit it to start from the first page")
+    return ListQuery(limit=_int_param(params, "limit", default_limit, 1, MAX_LIST_LIMIT),
                      cursor=cursor)
 
 
-def _json_object(raw_body: bytes | None, max_bytes: int) -> dict[str, Any]:
+def _json_object(raw_body: bytes | None, max_bytes: int,
+                 example: str = '{"message": "Hello"}') -> dict[str, Any]:
     if raw_body is None or not raw_body.strip():
-        raise InvalidRequest('the body must be a JSON object such as {"message": "Hello"}')
+        raise InvalidRequest(f"the body must be a JSON object such as {example}")
     if len(raw_body) > max_bytes:
         raise PayloadTooLarge(f"the body is {len(raw_body)} bytes; the limit is {max_bytes}")
     try:
@@ -136,6 +161,13 @@ def _text(body: Mapping[str, Any], name: str, required: bool = False, max_chars:
     if max_chars and len(value) > max_chars:
         raise too_long(f"{name} is {len(value)} characters long; the limit is {max_chars}")
     return value
+
+
+def _title(body: Mapping[str, Any], settings: Settings) -> str:
+    title = _text(body, "title", required=True, max_chars=settings.max_title_chars)
+    if not title.strip():
+        raise InvalidRequest("title must not be empty or only white space")
+    return title
 
 
 def _history(value: Any, settings: Settings) -> tuple[HistoryTurn, ...]:
@@ -184,8 +216,9 @@ def _int_param(params: Mapping[str, str], name: str, default: int, low: int, hig
     raw = params.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit()):
-        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}, not {raw!r}")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > MAX_NUMBER_DIGITS:
+        shown = raw if len(raw) <= 40 else raw[:40] + "…"
+        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}, not {shown!r}")
     value = int(raw)
     if not low <= value <= high:
         raise InvalidRequest(f"{name} must be from {low} to {high}, not {value}")

@@ -22,9 +22,11 @@ from chalicelib.records import (
     TOOL_RESULT,
     EventRecord,
     RunEnding,
+    SessionRecord,
     TokenUsage,
 )
 from chalicelib.store import Fence, SessionStore
+from chalicelib.text import BoundedText
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +36,13 @@ class FlushPolicy:
     """When merged text is written: at most one write per interval, or when it grows large."""
 
     interval: float = 0.2
+    # Also the most text one event holds: a larger chunk is split over several events.
     max_chars: int = 2_000
     heartbeat_interval: float = 1.0
+    # How often a write also moves the session in the reaper's index (a GSI write).
+    index_interval: float = 15.0
+    # The answer kept in memory for the turn's ending; the events hold all of it.
+    max_answer_bytes: int = 300_000
     # Write the run's first chunk at once rather than merging it: the lease claim just
     # before it is a write, but nothing is on the user's screen yet.
     first_chunk_at_once: bool = False
@@ -65,32 +72,34 @@ class EventWriter:
     def __init__(
         self,
         store: SessionStore,
-        session_id: str,
+        session: SessionRecord,
         attempt_id: str,
-        last_seq: int = 0,
         policy: FlushPolicy = FlushPolicy(),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
-        self._session_id = session_id
+        self._session = session
+        self._session_id = session.id
         self._fence = Fence(attempt_id)
         self._policy = policy
         self._monotonic = monotonic
-        self._next_seq = last_seq + 1
+        self._next_seq = session.last_seq + 1
         self._first_seq = self._next_seq
         self._buffer: _TextBuffer | None = None
         # Events built but not yet stored: a refused write keeps them for the terminal write.
         self._unwritten: list[EventRecord] = []
-        self._answer_parts: list[str] = []
+        self._answer = BoundedText(policy.max_answer_bytes)
         self._usage = TokenUsage()
-        # The lease was just claimed; treat that as the last contact with the store.
+        # The lease was just claimed (which also placed it in the reaper's index); treat that
+        # as the last contact with the store.
         self._last_write = monotonic()
+        self._last_index_renewal = self._last_write
         self._finished = False
 
     @property
     def answer(self) -> str:
-        """Return the answer text written so far (the concatenated delta events)."""
-        return "".join(self._answer_parts)
+        """Return the answer text written so far (the delta events), up to the stored cap."""
+        return self._answer.text
 
     @property
     def usage(self) -> TokenUsage:
@@ -132,7 +141,8 @@ class EventWriter:
         if self._buffer is not None:
             self._flush()
         else:
-            self._store.append(self._session_id, self._fence, [], self._usage)
+            self._store.append(self._session_id, self._fence, [], self._usage,
+                               renew_index=self._index_due())
             self._last_write = self._monotonic()
 
     def finish_done(self) -> None:
@@ -154,14 +164,19 @@ class EventWriter:
             return
         if self._buffer is not None and self._buffer.event_type != event_type:
             self._flush()
-        if self._buffer is None:
-            self._buffer = _TextBuffer(event_type, first_chunk_ms=clock.now_ms())
-        self._buffer.add(text)
-        # The first chunk after a quiet spell goes out at once (low latency); while the
-        # model streams, chunks merge until the interval passes (few writes).
-        first = self._policy.first_chunk_at_once and self._next_seq == self._first_seq
-        if first or self._buffer.size >= self._policy.max_chars or self.seconds_until_due() == 0:
-            self._flush()
+        while text:
+            if self._buffer is None:
+                self._buffer = _TextBuffer(event_type, first_chunk_ms=clock.now_ms())
+            # A chunk larger than an event may hold is split, so no event grows past max_chars.
+            room = self._policy.max_chars - self._buffer.size
+            piece, text = text[:room], text[room:]
+            self._buffer.add(piece)
+            # The first chunk after a quiet spell goes out at once (low latency); while the
+            # model streams, chunks merge until the interval passes (few writes).
+            first = self._policy.first_chunk_at_once and self._next_seq == self._first_seq
+            if (first or self._buffer.size >= self._policy.max_chars
+                    or self.seconds_until_due() == 0):
+                self._flush()
 
     def _flush(self) -> None:
         self._take_buffer()
@@ -183,13 +198,22 @@ class EventWriter:
     def _store_unwritten(self) -> None:
         if not self._unwritten:
             return
-        self._store.append(self._session_id, self._fence, self._unwritten, self._usage)
+        self._store.append(self._session_id, self._fence, self._unwritten, self._usage,
+                           renew_index=self._index_due())
         self._mark_written()
+
+    def _index_due(self) -> bool:
+        """Return True (and count it as done) if this write should move the reaper's index."""
+        now = self._monotonic()
+        if now - self._last_index_renewal < self._policy.index_interval:
+            return False
+        self._last_index_renewal = now
+        return True
 
     def _mark_written(self) -> None:
         for event in self._unwritten:
             if event.event_type == DELTA:
-                self._answer_parts.append(event.content or "")
+                self._answer.add(event.content or "")
         self._unwritten = []
         self._last_write = self._monotonic()
 
@@ -200,11 +224,11 @@ class EventWriter:
         self._take_buffer()
         terminal = self._event(status, content=content, usage=usage)
         pending = list(self._unwritten)
-        answer = self.answer + "".join(e.content or "" for e in pending if e.event_type == DELTA)
+        answer = self._answer.with_more(e.content or "" for e in pending if e.event_type == DELTA)
         ending = RunEnding(status=status, terminal_event=terminal, answer=answer,
                            usage=self._usage, error=error)
         try:
-            self._store.finish(self._session_id, self._fence, pending, ending)
+            self._store.finish(self._session, self._fence, pending, ending)
         except Exception:
             # The terminal event was not written: its seq is free for the next ending.
             self._next_seq -= 1

@@ -41,6 +41,7 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's account
 SESSIONS_TABLE = f"backchat-{STAGE}-chatSessions"
 EVENTS_TABLE = f"backchat-{STAGE}-chatEvents"
+CONVERSATIONS_TABLE = f"backchat-{STAGE}-chatConversations"
 ORCHESTRATOR = f"backchat-{STAGE}-orchestrator"
 POLICY_FILES = {"api": "api", "orchestrator": "orchestrator", "reaper": "reaper"}
 JSON = {"Content-Type": "application/json"}
@@ -295,8 +296,10 @@ def policy(function: str) -> dict:
 
 def dev_stage_settings(**overrides: Any) -> Settings:
     """The deployed dev stage's settings; callers replace the dispatcher."""
-    return Settings(dispatch_mode="lambda", sessions_table=SESSIONS_TABLE,
-                    events_table=EVENTS_TABLE, orchestrator_function=ORCHESTRATOR, **overrides)
+    return Settings(stage=STAGE, dispatch_mode="lambda", sessions_table=SESSIONS_TABLE,
+                    events_table=EVENTS_TABLE, conversations_table=CONVERSATIONS_TABLE,
+                    orchestrator_function=ORCHESTRATOR, cursor_secret="a test deployment's key",
+                    **overrides)
 
 
 @contextmanager
@@ -331,11 +334,15 @@ class _DispatchFailure(Dispatcher):
         raise DispatchFailed("the test dispatcher refuses")
 
 
-def _start(client, message: str, headers: dict | None = None) -> str:
+def _start(client, message: str, headers: dict | None = None, **fields: Any) -> str:
+    return _start_turn(client, message, headers, **fields)["sessionId"]
+
+
+def _start_turn(client, message: str, headers: dict | None = None, **fields: Any) -> dict:
     response = client.http.post("/api/chat/session", headers={**JSON, **(headers or {})},
-                                body=json.dumps({"message": message}))
+                                body=json.dumps({"message": message, **fields}))
     assert response.status_code == 202, response.body
-    return response.json_body["sessionId"]
+    return response.json_body
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +360,7 @@ def _drive_every_path(client, components, monkeypatch: pytest.MonkeyPatch) -> Re
 
     lambda_client = boto3.client("lambda", region_name=REGION)
     stubber = Stubber(lambda_client)
-    for _ in range(3):
+    for _ in range(6):  # every start that dispatches
         stubber.add_response("invoke", {"StatusCode": 202})
     stubber.activate()
     monkeypatch.setattr(components.service, "_dispatcher",
@@ -362,19 +369,36 @@ def _drive_every_path(client, components, monkeypatch: pytest.MonkeyPatch) -> Re
     log = RequestLog()
     with log.recording():
         with log.acting_as("api"):
-            done = _start(client, "what is 17*23?" + fast, {"Idempotency-Key": "k1"})
+            first = _start_turn(client, "what is 17*23?" + fast, {"Idempotency-Key": "k1"})
+            done = first["sessionId"]
             assert _start(client, "what is 17*23?" + fast, {"Idempotency-Key": "k1"}) == done
+            never_ran = _start(client, "cancelled before it starts" + fast)
+            assert client.http.post(f"/api/chat/session/{never_ran}/cancel").status_code == 202
             cancelled = _start(client, "stop me" + fast)
             orphan = _start(client, "never run" + fast)
-            assert client.http.post(f"/api/chat/session/{cancelled}/cancel").status_code == 202
+            doomed = _start_turn(client, "a conversation to delete" + fast)
         with log.acting_as("orchestrator"):
-            for session_id in (done, done, cancelled):  # the second is a redelivery
+            for session_id in (done, done, cancelled, never_ran):  # redeliveries do nothing
+                if session_id == cancelled:
+                    with log.acting_as("api"):
+                        # What the cancel route does once a run has claimed the session.
+                        components.store.request_cancel(cancelled)
                 client.lambda_.invoke("orchestrator", {"sessionId": session_id})
         with log.acting_as("api"):
+            second = _start(client, "and again?" + fast, conversationId=first["conversationId"])
+        with log.acting_as("orchestrator"):
+            client.lambda_.invoke("orchestrator", {"sessionId": second})  # reads the history
+        with log.acting_as("api"):
+            conversation = f"/api/chat/conversations/{first['conversationId']}"
             for path in (f"/api/chat/session/{done}", f"/api/chat/session/{done}/events",
                          f"/api/chat/session/{done}/events?after=2&wait=1",
-                         "/api/chat/sessions", "/api/health"):
+                         "/api/chat/sessions", "/api/chat/conversations", conversation,
+                         "/api/models", "/api/health"):
                 assert client.http.get(path).status_code == 200, path
+            assert client.http.request("PATCH", conversation, headers=JSON,
+                                       body=json.dumps({"title": "Sums"})).status_code == 200
+            assert client.http.request(
+                "DELETE", f"/api/chat/conversations/{doomed['conversationId']}").status_code == 204
             monkeypatch.setattr(components.service, "_dispatcher", _DispatchFailure())
             failed = client.http.post("/api/chat/session", headers=JSON,
                                       body=json.dumps({"message": "no worker"}))
@@ -386,7 +410,9 @@ def _drive_every_path(client, components, monkeypatch: pytest.MonkeyPatch) -> Re
             "aws.events", "Scheduled Event", {}, []))
     assert components.store.get(orphan).status == "error"
     assert components.store.get(cancelled).status == "cancelled"
-    assert components.store.get(done).status == "done"
+    assert components.store.get(never_ran).status == "cancelled"
+    assert components.store.get(done).status == components.store.get(second).status == "done"
+    assert components.store.get(doomed["sessionId"]) is None  # purged with its conversation
     return log
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import boto3
 import pytest
@@ -52,11 +53,11 @@ def test_thread_dispatch_returns_before_the_run_finishes() -> None:
     release = threading.Event()
     finished: list[str] = []
 
-    def run(session_id: str) -> None:
+    def run(session_id: str, remaining_time) -> None:
         release.wait(5)
         finished.append(session_id)
 
-    dispatcher = ThreadDispatcher(run, workers=2)
+    dispatcher = ThreadDispatcher(run, max_runs=2)
     dispatcher.dispatch("s1")
     assert finished == []
     release.set()
@@ -67,20 +68,66 @@ def test_thread_dispatch_returns_before_the_run_finishes() -> None:
 def test_thread_dispatch_survives_a_crashing_run() -> None:
     ran: list[str] = []
 
-    def run(session_id: str) -> None:
+    def run(session_id: str, remaining_time) -> None:
         ran.append(session_id)
         raise RuntimeError("boom")
 
-    dispatcher = ThreadDispatcher(run, workers=1)
+    dispatcher = ThreadDispatcher(run, max_runs=1)
     dispatcher.dispatch("a")
+    dispatcher.shutdown()
+    dispatcher = ThreadDispatcher(run, max_runs=1)
     dispatcher.dispatch("b")
     dispatcher.shutdown()
     assert ran == ["a", "b"]
 
 
+def test_slow_runs_never_keep_others_from_starting() -> None:
+    """Each run has a thread of its own: 20 runs that never end do not delay the 21st."""
+    release = threading.Event()
+    started: list[str] = []
+    lock = threading.Lock()
+
+    def run(session_id: str, remaining_time) -> None:
+        with lock:
+            started.append(session_id)
+        release.wait(30)
+
+    dispatcher = ThreadDispatcher(run, max_runs=100)
+    for index in range(21):
+        dispatcher.dispatch(f"s{index}")
+    try:
+        deadline = time.monotonic() + 20
+        while len(started) < 21 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(started) == sorted(f"s{index}" for index in range(21))
+    finally:
+        release.set()
+        dispatcher.shutdown()
+
+
+def test_past_the_cap_a_dispatch_fails_at_once_instead_of_queueing() -> None:
+    release = threading.Event()
+    dispatcher = ThreadDispatcher(lambda session_id, remaining: release.wait(30), max_runs=2)
+    dispatcher.dispatch("a")
+    dispatcher.dispatch("b")
+    with pytest.raises(DispatchFailed, match="Too many runs"):
+        dispatcher.dispatch("c")
+    release.set()
+    dispatcher.shutdown()
+
+
+def test_a_local_run_gets_the_deadline_a_lambda_run_gets() -> None:
+    seen: list[float] = []
+    dispatcher = ThreadDispatcher(lambda session_id, remaining: seen.append(remaining()),
+                                  max_runs=1, run_seconds=900)
+    dispatcher.dispatch("a")
+    dispatcher.shutdown()
+    assert 899 < seen[0] <= 900
+
+
 def test_inline_dispatch_runs_before_returning() -> None:
     ran: list[str] = []
-    InlineDispatcher(ran.append).dispatch("s1")
+    InlineDispatcher(lambda session_id, remaining: ran.append(session_id)).dispatch("s1")
     assert ran == ["s1"]
 
 
@@ -88,6 +135,6 @@ def test_inline_dispatch_runs_before_returning() -> None:
                                         ("inline", InlineDispatcher)])
 def test_dispatch_mode_chooses_the_dispatcher(mode, kind, monkeypatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    orchestrator = type("Orchestrator", (), {"run": lambda self, session_id: None})()
+    orchestrator = type("Orchestrator", (), {"run": lambda self, session_id, remaining: None})()
     dispatcher = build_dispatcher(Settings(dispatch_mode=mode), orchestrator)
     assert isinstance(dispatcher, kind)

@@ -33,7 +33,8 @@ def _definitions(definitions: list[dict]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("resource, model_name", [("SessionsTable", "session"),
-                                                  ("EventsTable", "event")])
+                                                  ("EventsTable", "event"),
+                                                  ("ConversationsTable", "conversation")])
 def test_template_matches_the_model(resource: str, model_name: str) -> None:
     table = _resources()[resource]["Properties"]
     schema = getattr(bind_models(Settings()), model_name)._get_schema()

@@ -177,3 +177,54 @@ def test_errors_match_the_spec(client, spec: dict[str, Any], method: str, path: 
                                     body=json.dumps(body) if body is not None else None)
     assert response.status_code == status
     assert_matches_spec(spec, path.partition("?")[0], method, response)
+
+
+def test_conversations_and_models_match_the_spec(client, spec: dict[str, Any]) -> None:
+    first = client.http.post("/api/chat/session", headers=JSON, body=json.dumps(
+        {"message": "first" + FAST, "title": "Два хода"})).json_body
+    conversation_id = first["conversationId"]
+    second = client.http.post("/api/chat/session", headers=JSON, body=json.dumps(
+        {"message": "second" + FAST, "conversationId": conversation_id}))
+    assert second.status_code == 202
+    assert_matches_spec(spec, "/api/chat/session", "post", second)
+
+    listed = client.http.get("/api/chat/conversations?limit=5")
+    assert listed.json_body["conversations"][0]["id"] == conversation_id
+    assert_matches_spec(spec, "/api/chat/conversations", "get", listed)
+
+    path = "/api/chat/conversations/{conversation_id}"
+    read = client.http.get(f"/api/chat/conversations/{conversation_id}?limit=1")
+    assert len(read.json_body["turns"]) == 1 and read.json_body["nextCursor"]
+    assert_matches_spec(spec, path, "get", read)
+
+    renamed = client.http.request("PATCH", f"/api/chat/conversations/{conversation_id}",
+                                  headers=JSON, body=json.dumps({"title": "Renamed"}))
+    assert renamed.json_body["title"] == "Renamed"
+    assert_matches_spec(spec, path, "patch", renamed)
+
+    models = client.http.get("/api/models")
+    assert "demo" in models.json_body["models"]
+    assert_matches_spec(spec, "/api/models", "get", models)
+
+    deleted = client.http.request("DELETE", f"/api/chat/conversations/{conversation_id}")
+    assert deleted.status_code == 204
+    gone = client.http.get(f"/api/chat/conversations/{conversation_id}")
+    assert gone.status_code == 404
+    assert_matches_spec(spec, path, "get", gone)
+
+
+def test_a_turn_while_another_runs_matches_the_spec(client, components, monkeypatch,
+                                                    spec: dict[str, Any]) -> None:
+    from tests.fakes import RecordingDispatcher
+
+    monkeypatch.setattr(components.service, "_dispatcher", RecordingDispatcher())
+    first = client.http.post("/api/chat/session", headers=JSON,
+                             body=json.dumps({"message": "slow"})).json_body
+    busy = client.http.post("/api/chat/session", headers=JSON, body=json.dumps(
+        {"message": "next", "conversationId": first["conversationId"]}))
+    assert busy.status_code == 409
+    assert_matches_spec(spec, "/api/chat/session", "post", busy)
+    unknown = client.http.post("/api/chat/session", headers=JSON, body=json.dumps(
+        {"message": "next", "conversationId": "no-such-conversation"}))
+    assert unknown.status_code == 404
+    assert_matches_spec(spec, "/api/chat/session", "post", unknown)

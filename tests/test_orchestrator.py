@@ -4,14 +4,17 @@ from __future__ import annotations
 import threading
 import time
 
+from chalicelib.conversations import ConversationStore
 from chalicelib.errors import ProviderError
 from chalicelib.orchestrator import DEADLINE_ERROR, INTERNAL_ERROR, Orchestrator
 from chalicelib.providers import ProviderRegistry
 from chalicelib.providers.base import TextChunk, ThinkingChunk, ToolCall, Usage
-from chalicelib.records import NewSession, TokenUsage
+from chalicelib.records import HistoryTurn, TokenUsage
 from chalicelib.settings import Settings
-from chalicelib.store import SessionStore
+from chalicelib.store import Fence, SessionStore
 from chalicelib.tools import default_tools
+from tests import builders
+from tests.builders import log, stored_answer
 from tests.fakes import ScriptedProvider
 
 ANSWER = ["The ", "answer ", "is ", "**391**", "."]
@@ -23,15 +26,13 @@ def answer_script(usage: Usage = Usage(10, 5)) -> list:
 
 def make_orchestrator(store: SessionStore, settings: Settings,
                       provider: ScriptedProvider) -> Orchestrator:
-    return Orchestrator(store, ProviderRegistry({"demo": provider}), default_tools(), settings)
+    return Orchestrator(store, ConversationStore(store.models), ProviderRegistry({"demo": provider}),
+                        default_tools(), settings)
 
 
-def start(store: SessionStore, session_id: str = "s1", message: str = "what is 17*23?") -> None:
-    store.create(NewSession(id=session_id, owner_id="o", model="demo", message=message))
-
-
-def log(store: SessionStore, session_id: str = "s1") -> list:
-    return list(store.events_after(session_id, 0, 1000).events)
+def start(store: SessionStore, session_id: str = "s1", message: str = "what is 17*23?",
+          **fields: object) -> None:
+    builders.start(store, session_id, message=message, **fields)
 
 
 def assert_well_formed(store: SessionStore, session_id: str = "s1") -> list:
@@ -43,7 +44,8 @@ def assert_well_formed(store: SessionStore, session_id: str = "s1") -> list:
     assert terminal == [events[-1]]
     assert session.status == events[-1].event_type
     assert session.last_seq == events[-1].seq
-    assert "".join(e.content for e in events if e.event_type == "delta") == session.answer
+    assert "".join(e.content for e in events if e.event_type == "delta") == stored_answer(
+        store, session_id)
     return events
 
 
@@ -52,7 +54,7 @@ def test_plain_answer_streams_deltas_and_ends_done(store, settings) -> None:
     make_orchestrator(store, settings, ScriptedProvider(answer_script())).run("s1")
     events = assert_well_formed(store)
     assert events[0].event_type == "thinking"
-    assert store.get("s1").answer == "".join(ANSWER)
+    assert stored_answer(store) == "".join(ANSWER)
     assert events[-1].usage == TokenUsage(10, 5)
 
 
@@ -78,17 +80,58 @@ def test_tool_calls_run_and_their_results_go_back_to_the_model(store, settings) 
     assert events[-1].usage == TokenUsage(28, 9)
 
 
-def test_history_reaches_the_model_before_the_message(store, settings) -> None:
-    from chalicelib.records import HistoryTurn
-
-    store.create(NewSession(id="s1", owner_id="o", model="demo", message="и ещё?",
-                            history=(HistoryTurn("user", "Привет"),
-                                     HistoryTurn("assistant", "Здравствуйте!"))))
+def test_imported_history_reaches_the_model_before_the_message(store, settings) -> None:
+    start(store, message="и ещё?", history=(HistoryTurn("user", "Привет"),
+                                           HistoryTurn("assistant", "Здравствуйте!")))
     provider = ScriptedProvider(answer_script())
     make_orchestrator(store, settings, provider).run("s1")
     messages = provider.requests[0].messages
     assert [(m.role, m.content) for m in messages] == [
         ("user", "Привет"), ("assistant", "Здравствуйте!"), ("user", "и ещё?")]
+
+
+def test_a_later_turn_gets_the_conversations_earlier_turns_from_the_server(
+        store, settings) -> None:
+    history = (HistoryTurn("user", "seed question"), HistoryTurn("assistant", "seed answer"))
+    start(store, "t1", message="first", conversation_id="conv", history=history)
+    make_orchestrator(store, settings, ScriptedProvider(answer_script())).run("t1")
+    start(store, "t2", message="second", conversation_id="conv", new_conversation=False)
+    failing = ScriptedProvider([ProviderError("down")])
+    make_orchestrator(store, settings, failing).run("t2")  # no answer text: left out
+    start(store, "t3", message="third", conversation_id="conv", new_conversation=False)
+    provider = ScriptedProvider(answer_script())
+    make_orchestrator(store, settings, provider).run("t3")
+    assert [(m.role, m.content) for m in provider.requests[0].messages] == [
+        ("user", "seed question"), ("assistant", "seed answer"),
+        ("user", "first"), ("assistant", "".join(ANSWER)), ("user", "third")]
+
+
+def test_the_model_gets_the_most_recent_turns_that_fit_the_budget(store, settings) -> None:
+    settings = settings.with_overrides(max_history_bytes=60)
+    for index in range(4):
+        start(store, f"t{index}", message=f"question {index}", conversation_id="conv",
+              new_conversation=index == 0)
+        make_orchestrator(store, settings, ScriptedProvider(answer_script())).run(f"t{index}")
+    provider = ScriptedProvider(answer_script())
+    start(store, "t9", message="last", conversation_id="conv", new_conversation=False)
+    make_orchestrator(store, settings, provider).run("t9")
+    # Each earlier turn is 10 + 24 bytes: only the latest one fits in 60.
+    assert [(m.role, m.content) for m in provider.requests[0].messages] == [
+        ("user", "question 3"), ("assistant", "".join(ANSWER)), ("user", "last")]
+
+
+def test_a_cancel_before_the_run_starts_means_the_model_is_never_called(store, settings) -> None:
+    from chalicelib.records import CANCELLED, EventRecord, RunEnding
+    from chalicelib import clock
+
+    start(store)
+    session = store.get("s1")
+    store.finish(session, Fence.unclaimed(), [], RunEnding(
+        CANCELLED, EventRecord("s1", 1, CANCELLED, clock.now_iso())))
+    provider = ScriptedProvider(answer_script())
+    make_orchestrator(store, settings, provider).run("s1")
+    assert provider.requests == []
+    assert [e.event_type for e in assert_well_formed(store)] == ["cancelled"]
 
 
 def test_bad_tool_input_becomes_an_error_result_not_a_failed_run(store, settings) -> None:
@@ -122,7 +165,7 @@ def test_provider_error_ends_the_run_as_error_keeping_the_partial_answer(store, 
     session = store.get("s1")
     assert (session.status, session.error) == ("error", "The model provider failed: timeout")
     assert events[-1].content == "The model provider failed: timeout"
-    assert session.answer == "Partial answer"
+    assert stored_answer(store) == "Partial answer"
 
 
 def test_unexpected_exception_ends_the_run_with_a_readable_message(store, settings) -> None:
@@ -191,10 +234,11 @@ def test_attempt_that_lost_the_lease_stops_writing(store, settings) -> None:
                                 pause=0.06)
     original_append = store.append
 
-    def append_then_steal(session_id, fence, events, usage):
+    def append_then_steal(session_id, fence, events, usage, **options):
         if any(e.content == "b" for e in events):
-            store._session(session_id).update(actions=[store._session.attemptId.set("other")])
-        return original_append(session_id, fence, events, usage)
+            store.models.session(session_id).update(
+                actions=[store.models.session.attemptId.set("other")])
+        return original_append(session_id, fence, events, usage, **options)
 
     store.append = append_then_steal  # type: ignore[method-assign]
     make_orchestrator(store, settings, provider).run("s1")

@@ -1,15 +1,22 @@
-"""Throttled writes are retried with backoff; past the limit the run ends error, never stuck."""
+"""Throttled or dropped writes are retried with backoff, each try the same transaction; past
+the limit the run ends error, never stuck."""
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+
+from chalicelib import clock
+from chalicelib.conversations import ConversationStore
 from chalicelib.errors import StoreUnavailable
 from chalicelib.orchestrator import INTERNAL_ERROR, Orchestrator
 from chalicelib.providers import ProviderRegistry
 from chalicelib.providers.base import TextChunk, Usage
-from chalicelib.records import NewSession, TokenUsage
+from chalicelib.records import DELTA, EventRecord, TokenUsage
 from chalicelib.store import Fence, SessionStore
 from chalicelib.tools import default_tools
+from tests.builders import log, start, stored_answer
 from tests.fakes import ScriptedProvider
 
 
@@ -22,25 +29,48 @@ class _Response:
 
 THROTTLED = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
              "ResponseMetadata": {"HTTPStatusCode": 400}}
-CANCELLED_BY_THROTTLING = {
-    "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
-    "CancellationReasons": [{"Code": "ThrottlingError", "Message": "Throughput exceeds"},
-                            {"Code": "None"}],
-    "ResponseMetadata": {"HTTPStatusCode": 400},
+
+
+def cancelled_because(code: str) -> dict:
+    """A TransactWriteItems refusal whose first item was cancelled for `code`."""
+    return {
+        "Error": {"Code": "TransactionCanceledException", "Message": "Transaction cancelled"},
+        "CancellationReasons": [{"Code": code, "Message": "Throughput exceeds"}, {"Code": "None"}],
+        "ResponseMetadata": {"HTTPStatusCode": 400},
+    }
+
+
+class DroppedConnection:
+    """Stands for a connection-level failure: botocore raises it with no response at all."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+FAULTS = {
+    "throttling-exception": THROTTLED,
+    "cancelled-by-throttling": cancelled_because("ThrottlingError"),
+    # The spelling DynamoDB uses in a cancellation reason, without "Exception".
+    "cancelled-by-provisioned-throughput": cancelled_because("ProvisionedThroughputExceeded"),
+    "connection-dropped": DroppedConnection(EndpointConnectionError(endpoint_url="http://db")),
+    "read-timed-out": DroppedConnection(ReadTimeoutError(endpoint_url="http://db")),
 }
 
 
-def throttle_transactions(store: SessionStore, times: int, error: dict) -> list[int]:
-    """Make the next `times` TransactWriteItems calls fail with `error`; return a call counter."""
-    calls = [0]
+def throttle_transactions(store: SessionStore, times: int, error: object) -> list[dict]:
+    """Make the next `times` TransactWriteItems calls fail with `error`; return every call's
+    parameters (the failed tries' and the one that went through)."""
+    calls: list[dict] = []
 
-    def before_call(**_: object):
-        calls[0] += 1
-        if calls[0] <= times:
+    def before_call(params: dict, **_: object):
+        calls.append(json.loads(params["body"]))  # the request as it goes on the wire
+        if len(calls) <= times:
+            if isinstance(error, DroppedConnection):
+                raise error.error
             return _Response(), error
         return None
 
-    client = store._session._get_connection().connection.client
+    client = store.models.session._get_connection().connection.client
     client.meta.events.register("before-call.dynamodb.TransactWriteItems", before_call)
     return calls
 
@@ -49,28 +79,26 @@ def throttle_transactions(store: SessionStore, times: int, error: dict) -> list[
 def fast_store(aws, settings) -> SessionStore:
     store = SessionStore(settings.with_overrides(store_retries=4), sleep=lambda _: None)
     store.create_tables()
-    store.create(NewSession(id="s1", owner_id="o", model="demo", message="m"))
+    start(store)
     return store
 
 
-@pytest.mark.parametrize("error", [THROTTLED, CANCELLED_BY_THROTTLING],
-                         ids=["throttling-exception", "transaction-cancelled-by-throttling"])
-def test_throttled_append_is_retried_and_nothing_is_lost(fast_store, error) -> None:
-    from chalicelib import clock
-    from chalicelib.records import DELTA, EventRecord
-
+@pytest.mark.parametrize("error", FAULTS.values(), ids=FAULTS.keys())
+def test_a_failed_append_is_retried_as_the_same_transaction_and_nothing_is_lost(
+        fast_store, error) -> None:
     fast_store.claim_lease("s1", "a1")
     calls = throttle_transactions(fast_store, times=3, error=error)
     fast_store.append("s1", Fence("a1"), [EventRecord("s1", 1, DELTA, clock.now_iso(),
                                                       content="kept")], TokenUsage())
-    assert calls[0] == 4
-    assert [e.content for e in fast_store.events_after("s1", 0, 10).events] == ["kept"]
+    assert len(calls) == 4
+    # Same items, same ClientRequestToken: DynamoDB applies it once and never answers
+    # IdempotentParameterMismatch.
+    assert all(call == calls[0] for call in calls)
+    assert calls[0]["ClientRequestToken"]
+    assert [e.content for e in log(fast_store)] == ["kept"]
 
 
 def test_throttling_past_the_limit_raises_store_unavailable(fast_store) -> None:
-    from chalicelib import clock
-    from chalicelib.records import DELTA, EventRecord
-
     fast_store.claim_lease("s1", "a1")
     throttle_transactions(fast_store, times=100, error=THROTTLED)
     with pytest.raises(StoreUnavailable):
@@ -81,13 +109,14 @@ def test_throttling_past_the_limit_raises_store_unavailable(fast_store) -> None:
 def test_run_whose_writes_stay_throttled_ends_error_once_they_recover(fast_store, settings) -> None:
     """Appends fail past the retries; the terminal write then goes through: error, not stuck."""
     provider = ScriptedProvider([TextChunk("a"), TextChunk("b"), Usage(1, 1)])
-    orchestrator = Orchestrator(fast_store, ProviderRegistry({"demo": provider}),
-                                default_tools(), settings)
+    orchestrator = Orchestrator(fast_store, ConversationStore(fast_store.models),
+                                ProviderRegistry({"demo": provider}), default_tools(), settings)
     throttle_transactions(fast_store, times=4, error=THROTTLED)
     orchestrator.run("s1")
     session = fast_store.get("s1")
-    events = fast_store.events_after("s1", 0, 10).events
+    events = log(fast_store)
     assert (session.status, session.error) == ("error", INTERNAL_ERROR)
     assert [e.event_type for e in events][-1] == "error"
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert session.answer == "".join(e.content for e in events if e.event_type == "delta")
+    assert stored_answer(fast_store) == "".join(
+        e.content for e in events if e.event_type == "delta")

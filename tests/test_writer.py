@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.errors import CancelRequested
-from chalicelib.records import CANCELLED, DELTA, DONE, THINKING, TOOL_CALL, TOOL_RESULT, NewSession, TokenUsage
+from chalicelib.records import CANCELLED, DELTA, DONE, THINKING, TOOL_CALL, TOOL_RESULT, TokenUsage
 from chalicelib.store import SessionStore
 from chalicelib.writer import EventWriter, FlushPolicy
+from tests.builders import log, start, stored_answer
 
 
 class FakeMonotonic:
@@ -29,14 +30,14 @@ def ticks() -> FakeMonotonic:
 
 @pytest.fixture
 def writer(store: SessionStore, ticks: FakeMonotonic) -> EventWriter:
-    store.create(NewSession(id="s1", owner_id="o", model="demo", message="m"))
-    store.claim_lease("s1", "a1")
-    return EventWriter(store, "s1", "a1", policy=FlushPolicy(0.2, 50, 1.0), monotonic=ticks)
+    start(store)
+    session = store.claim_lease("s1", "a1")
+    return EventWriter(store, session, "a1", policy=FlushPolicy(0.2, 50, 1.0, index_interval=5.0),
+                       monotonic=ticks)
 
 
 def events(store: SessionStore) -> list[tuple[int, str, str | None]]:
-    page = store.events_after("s1", 0, 1000)
-    return [(e.seq, e.event_type, e.content) for e in page.events]
+    return [(e.seq, e.event_type, e.content) for e in log(store)]
 
 
 def test_chunks_within_the_interval_merge_into_one_event(writer, store, ticks) -> None:
@@ -66,7 +67,8 @@ def test_size_cap_flushes_before_the_interval(writer, store, ticks) -> None:
     ticks.advance(1)
     writer.append_delta("x")
     writer.append_delta("y" * 60)
-    assert events(store) == [(1, DELTA, "x"), (2, DELTA, "y" * 60)]
+    # The cap (50) is also the most one event holds: the rest waits for the interval.
+    assert events(store) == [(1, DELTA, "x"), (2, DELTA, "y" * 50)]
 
 
 def test_switching_between_thinking_and_delta_flushes(writer, store, ticks) -> None:
@@ -81,7 +83,7 @@ def test_tool_call_flushes_pending_text_first(writer, store) -> None:
     writer.append_delta("Let me compute. ")
     writer.append_tool_call("c1", "calculator", {"expression": "1+1"})
     writer.append_tool_result("c1", "2")
-    page = store.events_after("s1", 0, 10).events
+    page = log(store)
     assert [(e.seq, e.event_type) for e in page] == [(1, DELTA), (2, TOOL_CALL), (3, TOOL_RESULT)]
     assert (page[1].tool_name, page[1].tool_input, page[2].content) == (
         "calculator", {"expression": "1+1"}, "2")
@@ -95,14 +97,14 @@ def test_answer_is_the_exact_concatenation_of_deltas(writer, store, ticks) -> No
     writer.finish_done()
     text = "".join(c for _, kind, c in events(store) if kind == DELTA)
     assert text == "".join(chunks) == writer.answer
-    assert store.get("s1").answer == "".join(chunks)
+    assert stored_answer(store) == "".join(chunks)
 
 
 def test_done_carries_summed_usage(writer, store) -> None:
     writer.add_usage(TokenUsage(10, 5))
     writer.add_usage(TokenUsage(12, 7))
     writer.finish_done()
-    done = store.events_after("s1", 0, 10).events[-1]
+    done = log(store)[-1]
     assert done.usage == TokenUsage(22, 12)
     assert store.get("s1").usage.total_tokens == 34
 
@@ -118,7 +120,7 @@ def test_delta_created_at_is_the_first_merged_chunk(writer, store, ticks, monkey
     writer.append_delta(" second")
     ticks.advance(0.3)
     writer.tick()
-    (event,) = store.events_after("s1", 0, 10).events
+    (event,) = log(store)
     assert event.created_at == clock.iso_from_ms(start)
 
 
@@ -140,4 +142,40 @@ def test_cancel_keeps_the_unwritten_text_in_the_cancelled_ending(writer, store, 
         writer.tick()
     writer.finish_cancelled()
     assert events(store) == [(1, DELTA, "partial "), (2, DELTA, "more"), (3, CANCELLED, None)]
-    assert store.get("s1").answer == "partial more"
+    assert stored_answer(store) == "partial more"
+
+
+def test_size_cap_splits_one_huge_chunk_over_several_events(writer, store, ticks) -> None:
+    ticks.advance(1)
+    writer.append_delta("x")
+    writer.append_delta("😀" * 120)
+    writer.finish_done()
+    deltas = [c for _, kind, c in events(store) if kind == DELTA]
+    assert deltas == ["x", "😀" * 50, "😀" * 50, "😀" * 20]
+    assert stored_answer(store) == "x" + "😀" * 120
+
+
+def test_the_reaper_index_moves_only_every_index_interval(writer, store, ticks) -> None:
+    def reap_at() -> int:
+        return store.models.session.get("s1", consistent_read=True).reapAt
+
+    claimed_at = reap_at()
+    for _ in range(4):
+        ticks.advance(1.0)
+        writer.tick()
+    assert reap_at() == claimed_at
+    ticks.advance(1.5)
+    writer.tick()
+    assert reap_at() > claimed_at
+
+
+def test_the_answer_kept_for_the_ending_is_capped_but_the_events_hold_it_all(
+        store, ticks) -> None:
+    start(store)
+    session = store.claim_lease("s1", "a1")
+    writer = EventWriter(store, session, "a1", monotonic=ticks,
+                         policy=FlushPolicy(0.2, 50, 1.0, max_answer_bytes=10))
+    writer.append_delta("Жужжащий жук")  # 23 bytes in UTF-8
+    writer.finish_done()
+    assert stored_answer(store) == "Жужжа"
+    assert "".join(c for _, kind, c in events(store) if kind == DELTA) == "Жужжащий жук"

@@ -21,6 +21,9 @@ from chalicelib.providers.base import (
 )
 
 DEFAULT_TOKENS = 60
+# The longest answer (and the latest failure) a directive may ask for: the demo model is on in
+# every stage, and a run must stay bounded.
+MAX_TOKENS = 20_000
 # Slower rates would make a single pause longer than any run may last (and overflow Event.wait).
 MIN_RATE = 0.01
 
@@ -124,10 +127,18 @@ class DemoStream(ProviderStream):
             return
         calls, reasons = self._tool_calls()
         if not calls:
-            yield from self._answer([], "The message asks for no tool.")
+            yield from self._answer([], self._history_note() + "The message asks for no tool.")
             return
-        yield from (ThinkingChunk(token) for token in _tokenize(" ".join(reasons)))
+        reasoning = self._history_note() + " ".join(reasons)
+        yield from (ThinkingChunk(token) for token in _tokenize(reasoning))
         yield from calls
+
+    def _history_note(self) -> str:
+        """Return "history: N messages. " when the input carries earlier messages, else ""."""
+        before = len(self._request.messages) - len(self._after) - 1
+        earlier = sum(1 for message in self._request.messages[:before]
+                      if message.role in ("user", "assistant"))
+        return f"history: {earlier} messages. " if earlier else ""
 
     def _tool_calls(self) -> tuple[list[ToolCall], list[str]]:
         """Return the tool calls the last user message asks for, and the reasoning behind them."""
@@ -203,10 +214,11 @@ def _tokenize(text: str) -> list[str]:
 
 
 def _count(value: str | None) -> int | None:
-    """Return value as a non-negative int, or None if it is not one."""
+    """Return value as a count from 0 to MAX_TOKENS (larger ones are capped), or None."""
     if value is None or not (value.isascii() and value.isdigit()):
         return None
-    return int(value)
+    # Checked before int(): Python refuses to read more than 4,300 digits.
+    return MAX_TOKENS if len(value) > 6 else min(int(value), MAX_TOKENS)
 
 
 def _rate(value: str | None) -> float | None:
