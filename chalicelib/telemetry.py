@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
 import logging
 import math
@@ -19,7 +21,6 @@ import re
 import sys
 import threading
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, TextIO
 
@@ -69,7 +70,7 @@ class RunIds:
     attempt_id: str
 
 
-_current_run: ContextVar[RunIds | None] = ContextVar("backchat_run", default=None)
+_current_run: contextvars.ContextVar[RunIds | None] = contextvars.ContextVar("backchat_run", default=None)
 
 
 @contextmanager
@@ -86,6 +87,16 @@ def run_context(session_id: str, attempt_id: str) -> Iterator[RunIds]:
 def current_run() -> RunIds | None:
     """Return the ids of the run this code runs in, or None outside a run."""
     return _current_run.get()
+
+
+def carry_context(target: Callable[..., Any]) -> Callable[..., Any]:
+    """Return target bound to the caller's context, for a thread a run starts.
+
+    A new thread starts with an empty context: without this, lines logged on it (the
+    provider stream's, say) would not name the run.
+    """
+    context = contextvars.copy_context()
+    return functools.partial(context.run, target)
 
 
 def fields(**values: Any) -> dict[str, Any]:
