@@ -70,7 +70,8 @@ class RunIds:
     attempt_id: str
 
 
-_current_run: contextvars.ContextVar[RunIds | None] = contextvars.ContextVar("backchat_run", default=None)
+_current_run: contextvars.ContextVar[RunIds | None] = contextvars.ContextVar(
+    "backchat_run", default=None)
 
 
 @contextmanager

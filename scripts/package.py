@@ -134,8 +134,8 @@ def claim_timeout(project: Path, stage: str) -> int:
 
 
 def stage_project(project: Path, stage: str, cors_origin: str | None) -> dict[str, Any]:
-    """Copy what the functions run into project, with this stage's CORS origin; return the
-    stage's settings."""
+    """Copy what the functions run into project, with the stage's CORS origin; return the
+    stage's settings from .chalice/config.json."""
     shutil.copy2(REPO_ROOT / "app.py", project / "app.py")
     shutil.copytree(REPO_ROOT / "chalicelib", project / "chalicelib",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
