@@ -35,7 +35,8 @@ chromium:
 		$(APT_GET) update && $(APT_GET) install -y chromium; \
 	fi
 
-# pip is never upgraded: chalice pins it below 26.3.
+# pip is never upgraded: chalice pins it below 26.3. The Lambda runtime's wheels are
+# fetched here too, so that `make package` needs no network (scripts/lambda_wheels.py).
 $(VENV_STAMP): requirements.txt requirements-dev.txt
 	@if [ ! -x $(VENV_PYTHON) ]; then \
 		$(PYTHON) -m venv $(VENV) || { \
@@ -45,6 +46,7 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt
 		}; \
 	fi
 	$(VENV_PYTHON) -m pip install -r requirements-dev.txt
+	$(VENV_PYTHON) -m scripts.lambda_wheels
 	touch $@
 
 clean:

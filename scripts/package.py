@@ -3,18 +3,23 @@
     python -m scripts.package [--stage dev] [--out build/package] [--cors-origin ORIGIN]
 
 writes OUT/sam.json (a SAM template: Chalice's functions, API and roles, merged with
-infra/tables.yaml and infra/functions.yaml), OUT/deployment.zip (the code and its runtime
-dependencies) and OUT/merge-template.json (what was merged, for reading). Deploy it with
-`sam deploy` or `aws cloudformation package` + `deploy` (docs/deploy.md).
+infra/tables.yaml, infra/functions.yaml and infra/alarms.yaml), OUT/deployment.zip (the code
+and its runtime dependencies) and OUT/merge-template.json (what was merged, for reading).
+Deploy it with `sam deploy` or `aws cloudformation package` + `deploy` (docs/deploy.md).
 
 Chalice is run on a copy of the project in a temporary directory, so that:
-- the dependencies come from this virtualenv rather than from pip downloading them, which
-  needs no network and ships exactly the versions the tests ran with; and boto3, botocore
-  and what only they need are left out (the Lambda runtime has them), which `pip` could not
-  do because pynamodb requires botocore;
+- the dependencies are the wheels for the functions' runtime (LAMBDA_RUNTIME, newer than the
+  Python the project is developed with) that scripts/lambda_wheels.py fetched when the
+  virtualenv was set up, at the versions the tests ran with, unpacked offline; boto3,
+  botocore and what only they need are left out (the Lambda runtime has them);
+- only what the functions run (app.py, chalicelib/, the stage settings and policy files) is
+  in it, whatever else a deployment left in the project;
 - `--cors-origin` can set the stage's CORS_ORIGIN without editing .chalice/config.json (the
   origin is read when app.py is imported, so API Gateway's preflight answer and the
   function's own headers both come from it).
+Chalice's output is then finished: every function's Runtime is LAMBDA_RUNTIME (Chalice
+would name the packaging Python's), and API Gateway's own 4XX/5XX answers carry the CORS
+headers of Chalice's preflight answers.
 No AWS call is made: chalice runs with dummy AWS variables (and none of the caller's), so
 nothing looks for, or finds, real credentials.
 """
@@ -29,26 +34,24 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from importlib import metadata
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from scripts.lambda_wheels import LAMBDA_RUNTIME, WheelError, install
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INFRA = REPO_ROOT / "infra"
-MERGED_TEMPLATES = (INFRA / "tables.yaml", INFRA / "functions.yaml")
-# What the AWS Lambda Python runtime already has; with what only these need, left out.
-RUNTIME_PROVIDED = frozenset(canonicalize_name(n) for n in ("boto3", "botocore"))
-LAMBDA_PYTHON = (3, 11)
+MERGED_TEMPLATES = (INFRA / "tables.yaml", INFRA / "functions.yaml", INFRA / "alarms.yaml")
 # What a package directory holds: chalice's template and zip, and the merged template.
 PACKAGE_FILES = ("sam.json", "deployment.zip", "merge-template.json")
+# What the deploy steps of earlier docs/deploy.md versions wrote beside the package: derived
+# from the previous build (it names its zip's S3 copy), so stale once the package is rebuilt.
+DEPLOY_LEFTOVERS = ("packaged.yaml", "packaged.json")
 # How old Lambda lets an asynchronous event get, in seconds.
 MIN_EVENT_AGE, MAX_EVENT_AGE = 60, 21600
-# Wheel tags a compiled distribution may carry to load on Lambda (x86_64, Python 3.11).
-LAMBDA_PLATFORM_SUFFIX = "x86_64"
-LAMBDA_PYTHON_TAGS = ("cp311", "abi3")
+# API Gateway's answers of its own (throttled, unauthorised, timed out...) that get CORS.
+GATEWAY_RESPONSE_TYPES = ("DEFAULT_4XX", "DEFAULT_5XX")
+CORS_RESPONSE_HEADERS = ("Access-Control-Allow-Origin", "Access-Control-Allow-Headers")
 # Dummies: chalice and botocore must never look for, or find, real credentials.
 OFFLINE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "offline-packaging",
@@ -72,45 +75,8 @@ class PackagingError(RuntimeError):
     """The project cannot be packaged as it is; the message says what to change."""
 
 
-def runtime_distributions(requirements_file: Path) -> list[metadata.Distribution]:
-    """Return the installed distributions the functions need, minus what Lambda provides."""
-    pending = [Requirement(line) for line in _requirement_lines(requirements_file)]
-    found: dict[str, metadata.Distribution] = {}
-    while pending:
-        requirement = pending.pop()
-        name = canonicalize_name(requirement.name)
-        if name in RUNTIME_PROVIDED or name in found:
-            continue
-        try:
-            distribution = metadata.distribution(requirement.name)
-        except metadata.PackageNotFoundError:
-            raise PackagingError(
-                f"{requirement.name} is required but not installed; run `make test` or "
-                "`.venv/bin/pip install -r requirements-dev.txt` first") from None
-        found[name] = distribution
-        for spec in distribution.requires or []:
-            dependency = Requirement(spec)
-            if dependency.marker is None or dependency.marker.evaluate({"extra": ""}):
-                pending.append(dependency)
-    return sorted(found.values(), key=lambda d: canonicalize_name(d.metadata["Name"]))
-
-
-def vendor(distributions: Iterable[metadata.Distribution], target: Path) -> None:
-    """Copy each distribution's installed files (not its bytecode) into target."""
-    for distribution in distributions:
-        _check_loads_on_lambda(distribution)
-        site_packages = Path(distribution.locate_file("")).resolve()
-        for file in distribution.files or []:
-            source = Path(distribution.locate_file(file)).resolve()
-            if not source.is_relative_to(site_packages) or "__pycache__" in source.parts:
-                continue  # console scripts live outside site-packages; bytecode is rebuilt
-            destination = target / source.relative_to(site_packages)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, destination)
-
-
-def merge_template(stage: str, claim_timeout_seconds: int) -> dict:
-    """Return infra/tables.yaml and infra/functions.yaml as one template, for one stage."""
+def merge_template(stage: str, stage_settings: dict[str, Any], claim_timeout_seconds: int) -> dict:
+    """Return the infra/ templates as one template, for one stage and its settings."""
     from chalice.package import TemplateDeepMerger, YAMLTemplateSerializer
 
     serializer, merger = YAMLTemplateSerializer(), TemplateDeepMerger()
@@ -126,11 +92,30 @@ def merge_template(stage: str, claim_timeout_seconds: int) -> dict:
     if not MIN_EVENT_AGE <= claim_timeout_seconds <= MAX_EVENT_AGE:
         raise PackagingError(f"CLAIM_TIMEOUT_SECONDS must be {MIN_EVENT_AGE}-{MAX_EVENT_AGE} "
                              "when deployed (Lambda's limits on an async event's age)")
+    resources = merged["Resources"]
     # A dispatched session not claimed by then is ended by the reaper: an older event could
     # only be refused, so Lambda may as well drop it.
-    merged["Resources"]["OrchestratorAsyncConfig"]["Properties"][
+    resources["OrchestratorAsyncConfig"]["Properties"][
         "MaximumEventAgeInSeconds"] = claim_timeout_seconds
+    rate, burst = api_throttling(stage, stage_settings)
+    [method_settings] = resources["RestAPI"]["Properties"]["MethodSettings"]
+    method_settings["ThrottlingRateLimit"] = rate
+    method_settings["ThrottlingBurstLimit"] = burst
     return merged
+
+
+def api_throttling(stage: str, stage_settings: dict[str, Any]) -> tuple[float, int]:
+    """Return the stage's API Gateway (rate per second, burst) from .chalice/config.json."""
+    throttling = stage_settings.get("api_throttling")
+    if not isinstance(throttling, dict) or set(throttling) != {"rate_limit", "burst_limit"}:
+        raise PackagingError(f"stage {stage!r} needs \"api_throttling\": {{\"rate_limit\": "
+                             "<requests per second>, \"burst_limit\": <requests>}} in "
+                             ".chalice/config.json (docs/deploy.md, Concurrency)")
+    rate, burst = throttling["rate_limit"], throttling["burst_limit"]
+    if not (isinstance(rate, (int, float)) and rate > 0 and isinstance(burst, int) and burst >= 1):
+        raise PackagingError(f"stage {stage!r}: api_throttling needs a rate_limit > 0 and a "
+                             "whole burst_limit >= 1")
+    return rate, burst
 
 
 def claim_timeout(project: Path, stage: str) -> int:
@@ -148,15 +133,17 @@ def claim_timeout(project: Path, stage: str) -> int:
         raise PackagingError(f"CLAIM_TIMEOUT_SECONDS must be a whole number, not {raw!r}") from None
 
 
-def stage_project(project: Path, stage: str, cors_origin: str | None) -> None:
-    """Copy what the functions run into project, with this stage's CORS origin set."""
+def stage_project(project: Path, stage: str, cors_origin: str | None) -> dict[str, Any]:
+    """Copy what the functions run into project, with the stage's CORS origin; return the
+    stage's settings from .chalice/config.json."""
     shutil.copy2(REPO_ROOT / "app.py", project / "app.py")
     shutil.copytree(REPO_ROOT / "chalicelib", project / "chalicelib",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copytree(REPO_ROOT / ".chalice", project / ".chalice",
-                    ignore=shutil.ignore_patterns("deployments", "venv"))
-    config_path = project / ".chalice" / "config.json"
-    config = json.loads(config_path.read_text())
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+    # The settings and policy files only: not what `chalice deploy` keeps beside them.
+    (project / ".chalice").mkdir()
+    for path in (REPO_ROOT / ".chalice").glob("policy-*.json"):
+        shutil.copy2(path, project / ".chalice" / path.name)
+    config = json.loads((REPO_ROOT / ".chalice" / "config.json").read_text())
     stage_config = config.get("stages", {}).get(stage)
     if stage_config is None:
         raise PackagingError(f".chalice/config.json has no stage {stage!r}")
@@ -170,24 +157,61 @@ def stage_project(project: Path, stage: str, cors_origin: str | None) -> None:
     if not CORS_ORIGIN_FORM.fullmatch(variables["CORS_ORIGIN"]):
         raise PackagingError(f"CORS_ORIGIN must be * or an origin such as "
                              f"https://d1234.cloudfront.net, not {variables['CORS_ORIGIN']!r}")
-    config_path.write_text(json.dumps(config, indent=2))
+    (project / ".chalice" / "config.json").write_text(json.dumps(config, indent=2))
+    return stage_config
+
+
+def finish_template(template: dict) -> dict:
+    """Set every function's runtime, and give API Gateway's own errors the preflight's CORS."""
+    resources = template["Resources"]
+    for resource in resources.values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["Runtime"] = LAMBDA_RUNTIME
+    api = resources["RestAPI"]["Properties"]
+    headers = preflight_headers(api["DefinitionBody"])
+    if set(headers) != set(CORS_RESPONSE_HEADERS):
+        raise PackagingError("no route answers CORS preflights; app.py's routes need cors=")
+    api["GatewayResponses"] = {kind: {"ResponseParameters": {"Headers": dict(headers)}}
+                               for kind in GATEWAY_RESPONSE_TYPES}
+    return template
+
+
+def preflight_headers(swagger: dict) -> dict[str, str]:
+    """Return the CORS_RESPONSE_HEADERS (name: quoted value) of the API's preflight answers.
+
+    Every route's preflight must agree on them (only the allowed methods differ by route).
+    """
+    found: dict[str, str] = {}
+    for methods in swagger.get("paths", {}).values():
+        options = methods.get("options")
+        if options is None:
+            continue
+        parameters = options["x-amazon-apigateway-integration"]["responses"]["default"][
+            "responseParameters"]
+        for key, value in parameters.items():
+            name = key.removeprefix("method.response.header.")
+            if name in CORS_RESPONSE_HEADERS and found.setdefault(name, value) != value:
+                raise PackagingError(f"routes answer preflights with different {name}: "
+                                     f"{found[name]} and {value}")
+    return found
 
 
 def package(stage: str, out: Path, cors_origin: str | None = None) -> Path:
     """Write sam.json, deployment.zip and merge-template.json for stage into out; return the zip."""
-    if sys.version_info[:2] != LAMBDA_PYTHON:
-        raise PackagingError("package with Python %d.%d, the functions' runtime" % LAMBDA_PYTHON)
     chalice = Path(sys.executable).parent / "chalice"
     out = out.resolve()  # chalice resolves a relative path against the project copy
     with tempfile.TemporaryDirectory(prefix="backchat-package-") as tmp:
         project = Path(tmp) / "project"
         project.mkdir()
-        stage_project(project, stage, cors_origin)
+        stage_settings = stage_project(project, stage, cors_origin)
         # No requirements.txt in the copy: Chalice then runs no pip, and copies vendor/ in.
-        vendor(runtime_distributions(REPO_ROOT / "requirements.txt"), project / "vendor")
+        try:
+            install(project / "vendor")
+        except WheelError as error:
+            raise PackagingError(str(error)) from None
         template = Path(tmp) / "merge-template.json"
-        template.write_text(json.dumps(merge_template(stage, claim_timeout(project, stage)),
-                                       indent=2))
+        template.write_text(json.dumps(
+            merge_template(stage, stage_settings, claim_timeout(project, stage)), indent=2))
         _clear_previous_package(out)
         result = subprocess.run(
             [str(chalice), "--project-dir", str(project), "package", "--stage", stage,
@@ -197,6 +221,8 @@ def package(stage: str, out: Path, cors_origin: str | None = None) -> Path:
         if result.returncode != 0:
             raise PackagingError(f"chalice package failed:\n{result.stdout}{result.stderr}")
         shutil.copy2(template, out / "merge-template.json")
+    sam = out / "sam.json"
+    sam.write_text(json.dumps(finish_template(json.loads(sam.read_text())), indent=2) + "\n")
     deployment = out / "deployment.zip"
     _check_leaves_out_runtime_packages(deployment)
     return deployment
@@ -212,32 +238,13 @@ def _clear_previous_package(out: Path) -> None:
     """Remove an earlier package from out; refuse to touch a directory holding anything else."""
     if not out.exists():
         return
-    others = sorted(p.name for p in out.iterdir() if p.name not in PACKAGE_FILES)
+    ours = PACKAGE_FILES + DEPLOY_LEFTOVERS
+    others = sorted(p.name for p in out.iterdir() if p.name not in ours)
     if others:
         raise PackagingError(f"{out} holds other files ({', '.join(others[:3])}); "
                              "choose an empty or new output directory")
-    for name in PACKAGE_FILES:
+    for name in ours:
         (out / name).unlink(missing_ok=True)
-
-
-def _requirement_lines(path: Path) -> list[str]:
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
-
-
-def _check_loads_on_lambda(distribution: metadata.Distribution) -> None:
-    """Refuse a compiled distribution that was not built for Lambda's Python and machine."""
-    wheel = distribution.read_text("WHEEL") or ""
-    if "Root-Is-Purelib: true" in wheel:
-        return
-    tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines()
-            if line.startswith("Tag:")]
-    if any(t.split("-")[1] in LAMBDA_PYTHON_TAGS and "manylinux" in t.split("-")[2]
-           and t.endswith(LAMBDA_PLATFORM_SUFFIX) for t in tags):
-        return
-    raise PackagingError(
-        f"{distribution.metadata['Name']} is compiled for {', '.join(tags) or 'this machine'}, "
-        "not for Lambda (manylinux x86_64, CPython 3.11): package on x86_64 Linux")
 
 
 def _check_leaves_out_runtime_packages(deployment: Path) -> None:
@@ -265,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"package: {error}", file=sys.stderr)
         return 1
     size = deployment.stat().st_size
-    print(f"{args.out / 'sam.json'}\n{deployment} ({size / 1024:.0f} KiB)")
+    print(f"{args.out / 'sam.json'}\n{deployment} ({size / 1024:.0f} KiB, {LAMBDA_RUNTIME})")
     return 0
 
 

@@ -12,7 +12,11 @@ from typing import Any, Iterator
 
 import pytest
 
+from packaging.tags import parse_tag
+
 from chalicelib.settings import Settings
+from scripts.lambda_wheels import LAMBDA_ABI, LAMBDA_RUNTIME, lambda_tags
+from scripts.package import PACKAGE_FILES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POLICY_FILES = sorted((REPO_ROOT / ".chalice").glob("policy-*.json"))
@@ -24,6 +28,10 @@ ROLES = {"APIHandler": "ApiHandlerRole", "Orchestrator": "OrchestratorRole",
          "Reaper": "ReaperRole"}
 # API Gateway gives up on an integration after 29 s.
 API_GATEWAY_TIMEOUT = 29
+# Small enough to deploy fast; Lambda's own limit is 50 MB zipped.
+ZIP_LIMIT = 1024 * 1024
+# Lambda's default concurrency quota per account and region, and what it keeps unreserved.
+ACCOUNT_CONCURRENCY, UNRESERVED_MINIMUM = 1000, 100
 
 
 def cfn_lint(*paths: Path) -> subprocess.CompletedProcess[str]:
@@ -40,9 +48,15 @@ def lint_errors(result: subprocess.CompletedProcess[str]) -> bool:
     return result.returncode not in (0, 4, 8, 12)
 
 
+# Built once per test session, whichever test module asks first (they import the fixture).
+_BUILT_PACKAGES: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Run `make package` for each stage, into tmp dirs (the virtualenv is taken as built)."""
+    if _BUILT_PACKAGES:
+        return dict(_BUILT_PACKAGES)
     out = {}
     for stage in STAGES:
         target = tmp_path_factory.mktemp(f"package-{stage}")
@@ -55,6 +69,7 @@ def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
         out[stage] = target
+    _BUILT_PACKAGES.update(out)
     return out
 
 
@@ -101,8 +116,58 @@ def test_package_writes_template_and_zip_without_the_runtimes_own_libraries(
             top_level = {name.split("/", 1)[0] for name in archive.namelist()}
         assert {"app.py", "chalicelib", "chalice", "pynamodb", "requests"} <= top_level
         assert not top_level & {"boto3", "botocore", "s3transfer"}
-        # The zip is the code and four small libraries: well under a megabyte or two.
-        assert (path / "deployment.zip").stat().st_size < 5 * 1024 * 1024
+        # The code and a few small libraries: under a megabyte (docs/deploy.md has the size).
+        assert (path / "deployment.zip").stat().st_size < ZIP_LIMIT
+
+
+def test_every_function_runs_on_the_newest_runtime_with_that_runtimes_wheels(
+        packages: dict[str, Path], templates: dict[str, dict]) -> None:
+    for stage, template in templates.items():
+        functions = resources(template, "AWS::Serverless::Function")
+        assert set(functions) == set(FUNCTIONS), stage
+        assert {f["Properties"]["Runtime"] for f in functions.values()} == {LAMBDA_RUNTIME}
+        assert {tuple(f["Properties"]["Architectures"]) for f in functions.values()} == {
+            ("x86_64",)}
+        with zipfile.ZipFile(packages[stage] / "deployment.zip") as archive:
+            names = archive.namelist()
+            dist_info = {name.split("/")[0] for name in names
+                         if re.fullmatch(r"[^/]+\.dist-info/WHEEL", name)}
+            wheel = {d: archive.read(f"{d}/WHEEL").decode() for d in dist_info}
+            record = {d: archive.read(f"{d}/RECORD").decode() for d in dist_info}
+        compiled = {d for d in dist_info if "Root-Is-Purelib: false" in wheel[d]}
+        for dist in compiled:
+            tags = {parsed for line in wheel[dist].splitlines() if line.startswith("Tag:")
+                    for parsed in parse_tag(line.split(":", 1)[1].strip())}
+            assert tags & lambda_tags(), (dist, tags)
+        compiled_files = {line.split(",")[0] for d in compiled for line in record[d].splitlines()}
+        extensions = [name for name in names if name.endswith(".so")]
+        # charset_normalizer (under requests) ships compiled: the check has work to do.
+        assert extensions and compiled
+        for name in extensions:
+            assert name in compiled_files, name
+            assert name.endswith((f".cpython-{LAMBDA_ABI[2:]}-x86_64-linux-gnu.so",
+                                  ".abi3.so")), name
+
+
+def test_leftovers_of_the_documented_deploy_steps_do_not_stop_the_next_package(
+        packages: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "package"
+    shutil.copytree(packages["dev"], out)
+    # `aws cloudformation package --output-template-file build/package/packaged.yaml`, as
+    # earlier versions of docs/deploy.md said: it names the previous zip's S3 copy.
+    (out / "packaged.yaml").write_text("CodeUri: s3://artifacts/previous-build\n")
+    again = subprocess.run([sys.executable, "-m", "scripts.package", "--out", str(out)],
+                           cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(PACKAGE_FILES)
+
+
+def test_documented_deploy_steps_write_outside_the_package_directory() -> None:
+    deploy_doc = (REPO_ROOT / "docs" / "deploy.md").read_text()
+    outputs = re.findall(r"--output-template-file\s+(\S+)", deploy_doc)
+    assert outputs
+    assert not [o for o in outputs if o.startswith("build/package/")], outputs
 
 
 def test_packaged_templates_pass_cfn_lint(packages: dict[str, Path]) -> None:
@@ -294,3 +359,73 @@ def test_local_stage_stays_as_the_local_stack_needs_it() -> None:
     assert local == {"BACKCHAT_STAGE": "local", "DISPATCH_MODE": "thread", "AUTH_MODE": "none"}
     assert "lambda_functions" not in config["stages"]["local"]
 
+
+
+# -- concurrency, abuse and CORS on API Gateway's own answers ------------------------------
+
+
+def _stage_config(stage: str) -> dict:
+    return json.loads((REPO_ROOT / ".chalice" / "config.json").read_text())["stages"][stage]
+
+
+def test_each_stage_throttles_every_route_as_its_config_says(templates: dict[str, dict]) -> None:
+    for stage, template in templates.items():
+        throttling = _stage_config(stage)["api_throttling"]
+        api = template["Resources"]["RestAPI"]["Properties"]
+        assert api["MethodSettings"] == [{
+            "ResourcePath": "/*", "HttpMethod": "*",
+            "ThrottlingRateLimit": throttling["rate_limit"],
+            "ThrottlingBurstLimit": throttling["burst_limit"]}], stage
+        # Its own name per stage: API Gateway's metrics (and the 5xx alarm) are per name.
+        assert api["Name"] == {"Fn::Sub": "backchat-${Stage}"}
+
+
+def test_orchestrator_keeps_reserved_capacity_and_the_account_keeps_its_minimum(
+        templates: dict[str, dict]) -> None:
+    for stage, template in templates.items():
+        config = _stage_config(stage)["lambda_functions"]
+        reserved = {name: template["Resources"][name]["Properties"].get(
+            "ReservedConcurrentExecutions") for name in FUNCTIONS}
+        assert reserved["Orchestrator"] == config["orchestrator"]["reserved_concurrency"] > 0
+        # One reaper at a time, and always one: it must end dead runs even when the API is busy.
+        assert reserved["Reaper"] == 1
+        # The API shares the unreserved pool: a long-poll flood cannot take the runs' share.
+        assert reserved["APIHandler"] is None
+        # Lambda refuses a reservation that leaves fewer than 100 unreserved executions.
+        assert reserved["Orchestrator"] + reserved["Reaper"] + UNRESERVED_MINIMUM <= (
+            ACCOUNT_CONCURRENCY), stage
+
+
+def test_api_gateways_own_errors_carry_the_stages_cors_headers(
+        templates: dict[str, dict]) -> None:
+    origins = {"dev": "*", "prod": PROD_ORIGIN}
+    for stage, template in templates.items():
+        responses = template["Resources"]["RestAPI"]["Properties"]["GatewayResponses"]
+        assert set(responses) == {"DEFAULT_4XX", "DEFAULT_5XX"}
+        preflight = _preflight_headers(template)
+        for response in responses.values():
+            headers = response["ResponseParameters"]["Headers"]
+            assert headers["Access-Control-Allow-Origin"] == f"'{origins[stage]}'"
+            assert headers["Access-Control-Allow-Headers"] == preflight[
+                "Access-Control-Allow-Headers"]
+            assert "X-Api-Key" in headers["Access-Control-Allow-Headers"]
+
+
+def _preflight_headers(template: dict) -> dict[str, str]:
+    paths = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+    options = next(m["options"] for m in paths.values() if "options" in m)
+    parameters = options["x-amazon-apigateway-integration"]["responses"]["default"][
+        "responseParameters"]
+    return {k.removeprefix("method.response.header."): v for k, v in parameters.items()}
+
+
+def test_stage_without_throttling_is_not_packaged() -> None:
+    from scripts.package import PackagingError, api_throttling
+
+    for bad in ({}, {"api_throttling": {"rate_limit": 10}},
+                {"api_throttling": {"rate_limit": 0, "burst_limit": 5}},
+                {"api_throttling": {"rate_limit": 10, "burst_limit": 2.5}}):
+        with pytest.raises(PackagingError, match="api_throttling"):
+            api_throttling("dev", bad)
+    assert api_throttling("dev", {"api_throttling": {"rate_limit": 2.5, "burst_limit": 5}}) == (
+        2.5, 5)

@@ -1,6 +1,7 @@
 """infra/tables.yaml declares exactly the tables, keys and indexes the PynamoDB models use."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,26 @@ def test_template_matches_the_model(resource: str, model_name: str) -> None:
             index["projection"].get("NonKeyAttributes", []))
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
     assert table["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def _tables() -> dict[str, dict]:
+    return {name: r for name, r in _resources().items() if r["Type"] == "AWS::DynamoDB::Table"}
+
+
+def test_a_failed_first_create_leaves_no_table_behind_to_block_the_retry() -> None:
+    # Kept when the stack is deleted or an update would replace it; deleted when the create
+    # that made it rolls back, so the retry can create it again under its fixed name.
+    assert _tables()
+    for name, table in _tables().items():
+        assert table["DeletionPolicy"] == "RetainExceptOnCreate", name
+        assert table["UpdateReplacePolicy"] == "Retain", name
+        # Deletion protection would make that rollback fail and leave the table behind.
+        assert not table["Properties"].get("DeletionProtectionEnabled", False), name
+
+
+def test_table_names_are_fixed_and_name_the_stage() -> None:
+    # docs/deploy.md (re-deploys): CloudFormation refuses to replace a named table, so a
+    # change that needs a new table fails loudly instead of switching to an empty one.
+    names = [table["Properties"]["TableName"] for table in _tables().values()]
+    assert all(re.fullmatch(r"backchat-\$\{Stage\}-\w+", name) for name in names), names
+    assert len(set(names)) == len(names)
