@@ -134,3 +134,29 @@ def test_ctrl_c_while_following_says_how_to_pick_the_run_up(
     assert "the run goes on (session s1)" in captured.err
     assert "backchat --api http://other:9 follow s1" in captured.err
     assert fake_client.made == [("http://other:9", None)]
+
+
+@pytest.mark.parametrize("argv, session", [
+    (["show", "-pRoOcC9-a1MehVvZ1SOGQ"], "-pRoOcC9-a1MehVvZ1SOGQ"),
+    (["follow", "-_x", "--json", "--after", "2"], "-_x"),
+    (["cancel", "--", "-a"], "-a"),
+])
+def test_a_session_id_may_start_with_a_dash(argv: list[str], session: str) -> None:
+    args = cli.build_parser().parse_args(cli.dashed_words_as_values(argv))
+
+    assert args.session == session
+
+
+def test_option_values_and_messages_may_start_with_a_dash() -> None:
+    argv = ["ask", "--conversation", "-c1", "--model", "-m", "-hello", "--json"]
+
+    args = cli.build_parser().parse_args(cli.dashed_words_as_values(argv))
+
+    assert (args.conversation, args.model, args.message, args.json) == ("-c1", "-m", "-hello", True)
+
+
+def test_a_negative_seq_is_still_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["follow", "s1", "--after", "-1"])
+
+    assert "must be 0 or more, not -1" in capsys.readouterr().err

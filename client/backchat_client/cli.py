@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
 import os
+import re
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from backchat_client.client import DEFAULT_API, Client, __version__
 from backchat_client.errors import ApiError, ConnectionFailed
@@ -42,13 +44,18 @@ class CommandError(Exception):
         self.exit_code = exit_code
 
 
+# Ids are URL-safe base64 and may start with "-", which argparse takes for an unknown option.
+_DASHED_WORD = re.compile(r"-[A-Za-z0-9_][A-Za-z0-9_-]*")
+_VALUE_OPTIONS = frozenset({"--api", "--api-key", "--model", "--title", "--conversation",
+                            "--after", "--limit"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default: the process's); return the exit code."""
-    args = build_parser().parse_args(argv)
-    # The client reports each retry as a warning: show it, without a traceback.
-    logging.basicConfig(format="backchat: %(message)s", level=logging.WARNING)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(dashed_words_as_values(words))
     try:
-        with Client(args.api, args.api_key) as client:
+        with retries_reported(), Client(args.api, args.api_key) as client:
             code: int = args.run(client, args)
             return code
     except KeyboardInterrupt:
@@ -67,6 +74,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`| head`): stop quietly, and keep Python's exit flush quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+@contextlib.contextmanager
+def retries_reported() -> Iterator[None]:
+    """Show the client's retry warnings on stderr, one line each, and no other library's logs.
+
+    urllib3 logs a cut-off answer with a traceback; the client's own line says what happened.
+    """
+    reporter = logging.StreamHandler(sys.stderr)
+    reporter.setFormatter(logging.Formatter("backchat: %(message)s"))
+    quiet = logging.NullHandler()
+    client_log, root = logging.getLogger("backchat_client"), logging.getLogger()
+    client_log.addHandler(reporter)
+    client_log.setLevel(logging.WARNING)
+    client_log.propagate = False
+    # With a handler on the root, Python no longer prints other loggers' warnings by itself.
+    root.addHandler(quiet)
+    try:
+        yield
+    finally:
+        client_log.removeHandler(reporter)
+        client_log.propagate = True
+        root.removeHandler(quiet)
+
+
+def dashed_words_as_values(words: Sequence[str]) -> list[str]:
+    """Return the words with those that start with "-" but name no option read as values.
+
+    The command has no short option but -h, so `-x...` is an id or a message: after an option
+    that takes a value it becomes `--option=-x...`, elsewhere an operand moved behind "--".
+    """
+    if "--" in words:
+        return list(words)
+    kept: list[str] = []
+    operands: list[str] = []
+    for word in words:
+        if not _DASHED_WORD.fullmatch(word) or word == "-h":
+            kept.append(word)
+        elif kept and kept[-1] in _VALUE_OPTIONS:
+            kept[-1] = f"{kept[-1]}={word}"
+        else:
+            operands.append(word)
+    return kept + (["--", *operands] if operands else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
