@@ -302,7 +302,7 @@ def run_conversations(client: Client, args: argparse.Namespace) -> int:
     conversations = itertools.islice(client.conversations(page_size=min(args.limit, 100)),
                                      args.limit)
     return _print_items(conversations, args.json, lambda c: (
-        c["id"], c.get("updatedAt"), f"{c.get('turnCount')} turns", c.get("lastStatus"),
+        c["id"], c.get("updatedAt"), _turns(c.get("turnCount")), c.get("lastStatus"),
         c.get("title")))
 
 
@@ -311,7 +311,7 @@ def run_chat(client: Client, args: argparse.Namespace) -> int:
     if conversation_id:
         conversation = client.conversation(conversation_id)
         _error(f"conversation {conversation.get('title')!r}, "
-               f"{len(conversation['turns'])} turns so far; /exit or Ctrl-D ends")
+               f"{_turns(len(conversation['turns']))} so far; /exit or Ctrl-D ends")
     prompt = "you> " if sys.stdin.isatty() else ""
     code = EXIT_OK
     while True:
@@ -334,6 +334,10 @@ def run_chat(client: Client, args: argparse.Namespace) -> int:
     if conversation_id:
         _error(f"go on later with: backchat chat --conversation {conversation_id}")
     return code
+
+
+def _turns(count: Any) -> str:
+    return f"{count} turn" if count == 1 else f"{count} turns"
 
 
 def _print_items(items: Iterable[dict[str, Any]], as_json: bool,
