@@ -198,8 +198,9 @@ def test_an_answer_that_is_not_the_apis_keeps_its_status_line() -> None:
         502, "HttpError", "Bad Gateway")
 
 
-def test_a_success_whose_body_is_cut_off_is_retried() -> None:
-    client, adapter, _ = make_client((200, b'{"id": "s1", "sta'), (200, {"id": "s1"}))
+@pytest.mark.parametrize("body", [b'{"id": "s1", "sta', b"<html>", b"[1, 2]"])
+def test_a_success_whose_body_is_not_a_whole_json_object_is_retried(body: bytes) -> None:
+    client, adapter, _ = make_client((200, body), (200, {"id": "s1"}))
 
     assert client.session("s1") == {"id": "s1"}
     assert len(adapter.requests) == 2

@@ -166,8 +166,9 @@ class Client:
 
     def _call(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
               json: Any = None, headers: Mapping[str, str] | None = None,
-              read_timeout: float | None = None, gone_after_retry_ok: bool = False) -> Any:
-        """Send a request, retrying failures that may pass; return the JSON body (None for 204).
+              read_timeout: float | None = None,
+              gone_after_retry_ok: bool = False) -> dict[str, Any]:
+        """Send a request, retrying failures that may pass; return the JSON object ({} for 204).
 
         With `gone_after_retry_ok`, a 404 to a retry is success: the try whose answer was lost
         did the deletion.
@@ -185,7 +186,7 @@ class Client:
                 return _payload(response)
             except ApiError as error:
                 if gone_after_retry_ok and failures and error.status == 404:
-                    return None
+                    return {}
                 if not is_retryable_status(error.status):
                     raise
                 failure = error
@@ -200,13 +201,17 @@ class Client:
             self._sleep(pause)
 
 
-def _payload(response: requests.Response) -> Any:
-    """Return a success's JSON body (None for 204); raise ApiError for an error answer."""
+def _payload(response: requests.Response) -> dict[str, Any]:
+    """Return a success's JSON object ({} for 204); raise ApiError for an error answer."""
     if response.status_code >= 400:
         raise _api_error(response)
     if response.status_code == 204:
-        return None
-    return response.json()
+        return {}
+    body = response.json()
+    if not isinstance(body, dict):
+        # Every answer of the API is an object; anything else is some other server's.
+        raise requests.exceptions.InvalidJSONError("the answer is not a JSON object")
+    return body
 
 
 def _api_error(response: requests.Response) -> ApiError:
@@ -226,8 +231,8 @@ def _reason(error: requests.RequestException) -> str:
     """Return why a request got no usable answer, in a few words."""
     if isinstance(error, requests.Timeout):
         return "no answer in time"
-    if isinstance(error, requests.JSONDecodeError):
-        return "the answer was not JSON"
+    if isinstance(error, requests.exceptions.InvalidJSONError):
+        return "the answer was not a JSON object"
     if isinstance(error, requests.exceptions.ChunkedEncodingError):
         return "the answer was cut off"
     if isinstance(error, requests.ConnectionError) and "refused" in str(error).lower():

@@ -34,7 +34,7 @@ class RetryPolicy:
 
         A server's Retry-After (seconds) is honoured when it asks for longer, up to `max_delay`.
         """
-        backoff = min(self.max_delay, self.base_delay * 2 ** (failures - 1))
+        backoff = min(self.max_delay, self.base_delay * 2.0 ** (failures - 1))
         backoff *= 0.8 + 0.4 * jitter()
         if retry_after is not None:
             backoff = max(backoff, min(retry_after, self.max_delay))
