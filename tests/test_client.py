@@ -52,7 +52,8 @@ class ScriptedAdapter(requests.adapters.BaseAdapter):
         pass
 
     def query(self, index: int) -> dict[str, str]:
-        return {key: values[0] for key, values in parse_qs(urlsplit(self.requests[index].url).query).items()}
+        query = parse_qs(urlsplit(self.requests[index].url).query)
+        return {key: values[0] for key, values in query.items()}
 
 
 def make_client(*replies: Reply, api_key: str | None = None,
@@ -340,7 +341,9 @@ def test_the_api_address_may_end_in_api(given: str) -> None:
     ("http://127.0.0.1:8000", False), ("http://localhost:8000", False),
     ("https://chat.example.com", True),
 ])
-def test_proxies_from_the_environment_are_never_used_for_loopback(url: str, uses_proxies: bool) -> None:
+def test_proxies_from_the_environment_are_never_used_for_loopback(
+    url: str, uses_proxies: bool
+) -> None:
     with Client(url) as client:
         assert client._http.trust_env is uses_proxies
 

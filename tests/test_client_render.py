@@ -11,13 +11,8 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from backchat_client.markdown_blocks import split_complete
-from backchat_client.render import (
-    JsonLinesPrinter,
-    MarkdownPrinter,
-    PlainPrinter,
-    event_printer,
-    step_line,
-)
+from backchat_client.markdown_printer import MarkdownPrinter
+from backchat_client.render import JsonLinesPrinter, PlainPrinter, event_printer, step_line
 
 DOCUMENT = (
     "> what is **17*23**?\n\n"
@@ -115,7 +110,8 @@ def test_plain_printer_writes_the_answer_verbatim_and_the_steps_apart() -> None:
     assert out.getvalue() == "**It is** noon\n"
     steps = err.getvalue().splitlines()
     assert steps[:2] == ["ab", "→ clock {}"]
-    assert steps[2].startswith("← 12:00 xxx") and steps[2].endswith("…") and len(steps[2]) == 200
+    assert steps[2].startswith("← 12:00 xxx") and steps[2].endswith("…")
+    assert len(steps[2]) == 200
     assert "\x1b" not in err.getvalue()
 
 

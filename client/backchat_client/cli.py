@@ -122,7 +122,8 @@ def dashed_words_as_values(words: Sequence[str]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the `backchat` command line."""
     parser = argparse.ArgumentParser(
-        prog="backchat", epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="backchat", epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[_connection_options(_implied_api(), os.environ.get("BACKCHAT_API_KEY"))],
         description="Run chat turns on a backchat API and follow them; a run goes on when you "
                     "stop watching it.",
@@ -140,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--model", help="the model, e.g. demo or openai:gpt-4o-mini")
     ask.add_argument("--title", help="the title of a new conversation")
     conversation = ask.add_mutually_exclusive_group()
-    conversation.add_argument("--conversation", metavar="ID", help="add the turn to conversation ID")
+    conversation.add_argument("--conversation", metavar="ID",
+                              help="add the turn to conversation ID")
     conversation.add_argument("--continue", dest="continue_latest", action="store_true",
                               help="add the turn to the most recently active conversation")
     ask.add_argument("--no-wait", action="store_true",
@@ -187,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _connection_options(api: Any, api_key: Any) -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("--api", metavar="URL", default=api,
-                         help=f"the API's address, before /api (env BACKCHAT_API; default {DEFAULT_API})")
+                         help="the API's address, before /api "
+                              f"(env BACKCHAT_API; default {DEFAULT_API})")
     options.add_argument("--api-key", metavar="KEY", default=api_key,
                          help="the API key (env BACKCHAT_API_KEY, which other users cannot see "
                               "in the process list)")

@@ -82,7 +82,7 @@ class Client:
                           headers={"Idempotency-Key": key})
 
     def events(self, session_id: str, after: int = 0) -> Iterator[Event]:
-        """Yield every event after seq `after`, oldest first and once each, until the log is complete.
+        """Yield each event after seq `after` once, oldest first, until the log is complete.
 
         Long-polls while the run goes on and ends after the terminal event (done, error or
         cancelled). A dropped connection, a timeout or a 5xx is retried from the same seq, so

@@ -83,7 +83,9 @@ def test_ask_prints_the_answer_and_puts_the_steps_on_stderr(local_stack, api: Cl
     assert "← 391" in result.stderr
 
 
-def test_ask_json_prints_every_event_once_from_1_to_the_terminal_one(local_stack, api: Client) -> None:
+def test_ask_json_prints_every_event_once_from_1_to_the_terminal_one(
+    local_stack, api: Client
+) -> None:
     result = run_cli(local_stack.api_url, "ask", "--json",
                      "Привет, 世界 👋🏽 e\u0301 [demo tokens=120 rate=300]")
 
@@ -154,7 +156,8 @@ def test_cancel_stops_a_run_and_following_it_exits_3(local_stack, api: Client) -
     again = run_cli(local_stack.api_url, "cancel", "--json", session_id)
 
     assert cancelled.returncode == 0, cancelled.stderr
-    assert cancelled.stdout == f"Cancel requested: session {session_id} stops within about a second.\n"
+    assert cancelled.stdout == (
+        f"Cancel requested: session {session_id} stops within about a second.\n")
     assert followed.returncode == 3
     assert_complete_log(json_lines(followed.stdout), terminal="cancelled")
     assert again.returncode == 0
@@ -189,7 +192,8 @@ def test_ls_lists_the_sessions_newest_first(local_stack, api: Client) -> None:
     assert plain.returncode == 0 and as_json.returncode == 0
 
 
-@pytest.mark.parametrize("command", [["show", "nosuch"], ["follow", "nosuch"], ["cancel", "nosuch"]])
+@pytest.mark.parametrize("command", [["show", "nosuch"], ["follow", "nosuch"],
+                                     ["cancel", "nosuch"]])
 def test_an_unknown_session_exits_4_with_one_readable_line(local_stack, command: list[str]) -> None:
     result = run_cli(local_stack.api_url, *command)
 
@@ -210,7 +214,7 @@ def test_ctrl_c_during_ask_leaves_the_run_going_and_follow_prints_the_whole_answ
     local_stack, api: Client
 ) -> None:
     process = subprocess.Popen(
-        [str(BACKCHAT), "ask", "interrupted [demo tokens=200 rate=60]"], text=True,
+        [str(BACKCHAT), "ask", "interrupted [demo tokens=100 rate=50]"], text=True,
         encoding="utf-8", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env=cli_env(local_stack.api_url),
     )

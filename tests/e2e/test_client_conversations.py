@@ -29,7 +29,9 @@ def turn(api: Client, message: str, conversation_id: str | None = None,
     return started
 
 
-def test_ask_begins_a_conversation_and_continue_adds_the_next_turn(local_stack, api: Client) -> None:
+def test_ask_begins_a_conversation_and_continue_adds_the_next_turn(
+    local_stack, api: Client
+) -> None:
     first = run_cli(local_stack.api_url, "ask", "--json", "--title", "Client turns",
                     f"first {QUICK}")
     second = run_cli(local_stack.api_url, "ask", "--json", "--continue", f"second {QUICK}")

@@ -147,7 +147,9 @@ class Dropper:
             proxy.drop_all()
 
 
-def test_events_through_a_cutting_proxy_are_each_seen_once(local_stack, proxy: CuttingProxy) -> None:
+def test_events_through_a_cutting_proxy_are_each_seen_once(
+    local_stack, proxy: CuttingProxy
+) -> None:
     with Client(local_stack.api_url) as direct, \
             Client(proxy.url, retry=QUICK_RETRIES) as cut_off:
         session_id = direct.start("cut me off [demo tokens=240 rate=120]")["sessionId"]
