@@ -71,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(str(error))
         return error.exit_code
     except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, and keep Python's exit flush quiet too.
+        # The reader took what it wanted (`| head`): stop quietly, and keep Python's exit flush
+        # from failing on the closed pipe too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
 
@@ -214,8 +215,12 @@ def _count(text: str) -> int:
 def run_ask(client: Client, args: argparse.Namespace) -> int:
     message = sys.stdin.read() if args.message == "-" else args.message
     conversation_id = latest_conversation(client) if args.continue_latest else args.conversation
-    started = client.start(message, conversation_id=conversation_id, model=args.model,
-                           title=args.title)
+    try:
+        started = client.start(message, conversation_id=conversation_id, model=args.model,
+                               title=args.title)
+    except KeyboardInterrupt:
+        raise CommandError("interrupted before the API answered; the turn may have started "
+                           "(`backchat ls` shows it)", EXIT_INTERRUPTED) from None
     if args.no_wait:
         print(json.dumps(started, ensure_ascii=False) if args.json else started["sessionId"])
         return EXIT_OK
