@@ -37,7 +37,10 @@ chromium:
 
 # pip is never upgraded: chalice pins it below 26.3. The Lambda runtime's wheels are
 # fetched here too, so that `make package` needs no network (scripts/lambda_wheels.py).
-$(VENV_STAMP): requirements.txt requirements-dev.txt
+# The client (client/: backchat_client and the `backchat` command) is installed editable, so a
+# `git pull` that changes its code needs no reinstall; one that changes client/pyproject.toml
+# (its dependencies or commands) reinstalls, through the prerequisite.
+$(VENV_STAMP): requirements.txt requirements-dev.txt client/pyproject.toml
 	@if [ ! -x $(VENV_PYTHON) ]; then \
 		$(PYTHON) -m venv $(VENV) || { \
 			echo "$(PYTHON) -m venv failed; installing python3-venv"; \
@@ -45,7 +48,7 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt
 			$(APT_GET) update && $(APT_GET) install -y python3-venv && $(PYTHON) -m venv $(VENV); \
 		}; \
 	fi
-	$(VENV_PYTHON) -m pip install -r requirements-dev.txt
+	$(VENV_PYTHON) -m pip install -r requirements-dev.txt -e ./client
 	$(VENV_PYTHON) -m scripts.lambda_wheels
 	touch $@
 
