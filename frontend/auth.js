@@ -136,6 +136,8 @@ export class ApiKeyCredentials {
     // The API may run in AUTH_MODE=none and need no key: requests go out without one and a 401
     // is what asks for it.
     this.required = false;
+    // A key is only ever refused by a 401, which the gate sees itself.
+    this.refused = false;
     this.storage = storage;
     const stored = readJson(storage, AUTH_STORAGE_KEY);
     this.key = stored && stored.kind === "apikey" && typeof stored.key === "string" ? stored.key : null;
@@ -192,6 +194,8 @@ export class CognitoCredentials {
     this.endpoints = endpoints;
     this.now = now;
     this.refreshing = null;
+    // True once the user pool refused to refresh (refresh token expired or revoked): signed out by it.
+    this.refused = false;
     const stored = readJson(storage, AUTH_STORAGE_KEY);
     this.tokens = stored && stored.kind === "cognito" && typeof stored.idToken === "string" ? stored : null;
   }
@@ -292,15 +296,20 @@ export class CognitoCredentials {
       });
     } catch (error) {
       if (error.retryable) throw error;
-      if (this.tokens === tokens) this.forget();
+      if (this.tokens === tokens) this.refuse();
       return;
     }
     if (this.tokens !== tokens) return; // signed out or in again meanwhile
     try {
       this.keep(answer, tokens.refreshToken);
     } catch {
-      this.forget();
+      this.refuse();
     }
+  }
+
+  refuse() {
+    this.forget();
+    this.refused = true;
   }
 
   /** Keep a token response; Cognito sends no new refresh token on refresh, so the old one stays. */
@@ -312,6 +321,7 @@ export class CognitoCredentials {
     const lifetimes = [Number(answer.expires_in) * 1000, (Number(claims.exp) - Number(claims.iat)) * 1000]
       .filter((value) => Number.isFinite(value) && value > 0);
     const lifetimeMs = lifetimes.length ? Math.min(...lifetimes) : REFRESH_MARGIN_MS;
+    this.refused = false;
     this.tokens = {
       kind: "cognito",
       idToken: answer.id_token,
@@ -369,7 +379,7 @@ export class SignInGate {
       if (this.waiting) await this.waiting;
       const header = await this.credentials.authorization();
       if (header !== null || !this.credentials.required) return header;
-      await this.wait("required");
+      await this.wait(this.credentials.refused ? "rejected" : "required");
     }
   }
 
