@@ -107,8 +107,9 @@ class OAuthServer(ThreadingHTTPServer):
         self._subjects: dict[str, str] = {}
         self._pending: dict[str, _PendingSignIn] = {}
         self._codes: dict[str, _Code] = {}
-        # refresh token -> username, while it is valid
+        # refresh token -> username, while it is valid; and once revoked (to say whose was refused)
         self._refresh_tokens: dict[str, str] = {}
+        self._revoked: dict[str, str] = {}
         self._thread: threading.Thread | None = None
 
     @property
@@ -156,7 +157,7 @@ class OAuthServer(ThreadingHTTPServer):
         """Make every refresh token of a user invalid (as an admin's global sign-out would)."""
         with self._lock:
             for token in [t for t, user in self._refresh_tokens.items() if user == username]:
-                del self._refresh_tokens[token]
+                self._revoked[token] = self._refresh_tokens.pop(token)
                 self.record.revoked.append(token)
 
     def _sign(self, claims: dict[str, Any]) -> str:
@@ -233,10 +234,12 @@ class OAuthServer(ThreadingHTTPServer):
         if grant_type == "authorization_code":
             return self._exchange_code(form)
         if grant_type == "refresh_token":
+            refresh_token = form.get("refresh_token", "")
             with self._lock:
-                username = self._refresh_tokens.get(form.get("refresh_token", ""))
+                username = self._refresh_tokens.get(refresh_token)
+                revoked_from = self._revoked.get(refresh_token, "")
             if username is None:
-                return self._refuse(grant_type, "invalid_grant")
+                return self._refuse(grant_type, "invalid_grant", revoked_from)
             self.record.grants.append(Grant(grant_type, True, username=username))
             return 200, self._tokens(username, "openid", with_refresh=False)
         return self._refuse(grant_type, "unsupported_grant_type")
@@ -261,7 +264,9 @@ class OAuthServer(ThreadingHTTPServer):
         if form.get("client_id") != self.client_id:
             return 400
         with self._lock:
-            if self._refresh_tokens.pop(form.get("token", ""), None) is not None:
+            username = self._refresh_tokens.pop(form.get("token", ""), None)
+            if username is not None:
+                self._revoked[form["token"]] = username
                 self.record.revoked.append(form["token"])
         return 200
 
@@ -271,8 +276,8 @@ class OAuthServer(ThreadingHTTPServer):
             return 400, {}, "<h1>unknown client or logout_uri</h1>"
         return 302, {"Location": self.redirect_uri}, ""
 
-    def _refuse(self, grant_type: str, error: str) -> tuple[int, dict[str, Any]]:
-        self.record.grants.append(Grant(grant_type, False, error=error))
+    def _refuse(self, grant_type: str, error: str, username: str = "") -> tuple[int, dict[str, Any]]:
+        self.record.grants.append(Grant(grant_type, False, error=error, username=username))
         return 400, {"error": error}
 
     def _redirect(self, params: dict[str, str]) -> tuple[int, dict[str, str], str]:

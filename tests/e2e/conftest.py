@@ -19,6 +19,8 @@ from scripts.loopback import HOST, free_ports, new_http
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_SECONDS = 60.0
+# The last line of the banner the stack prints once it is up (scripts/local_stack.py).
+BANNER_END = "Ctrl-C stops everything."
 # The stack gives its children 5 s after SIGTERM before SIGKILL; this leaves it room.
 STOP_TIMEOUT_SECONDS = 20.0
 
@@ -98,6 +100,14 @@ class RunningStack:
     _reader: threading.Thread
     # The stack and its children once it was up, for the leftovers check and cleanup.
     started_processes: list[ProcessIdentity] = field(default_factory=list)
+
+    def banner(self) -> str:
+        """Return the stack's output up to its banner, which it prints just after health answers."""
+        deadline = time.monotonic() + 10
+        while BANNER_END not in (text := self.output.text()):
+            assert time.monotonic() < deadline, f"no banner from the stack; output:\n{text}"
+            time.sleep(0.05)
+        return text
 
     def process_tree(self) -> list[ProcessIdentity]:
         """Return the stack's process and every process below it."""

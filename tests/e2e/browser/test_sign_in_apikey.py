@@ -6,19 +6,19 @@ given to it in API_KEY_HASHES, as a person running it would have them.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, Request, expect
+from playwright.sync_api import Browser, Page, expect
 
 from chalicelib.auth import hash_api_key
 from scripts.api_key import new_api_key
 from scripts.local_auth import KEY_FILE_NAME
 from scripts.loopback import new_http
-from tests.e2e.browser.conftest import RUN_TIMEOUT_MS, ChatPage
+from tests.e2e.browser.conftest import RUN_TIMEOUT_MS
+from tests.e2e.browser.sign_in_page import QUICK_RUN, SIGN_IN_AGAIN, SignInPage
 from tests.e2e.conftest import RunningStack, start_stack, stop_cleanly
 
 if TYPE_CHECKING:
@@ -28,10 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 # The key the stack prints on a line of its own, indented.
 PRINTED_KEY = re.compile(r"^ {4}(bc_[A-Za-z0-9_-]{40,})$", re.MULTILINE)
-BANNER_END = "Ctrl-C stops everything."
-QUICK_RUN = "[demo tokens=20 rate=100]"
 KEY_REJECTED = "That key was not accepted. Check it and try again."
-SIGN_IN_AGAIN = "The server no longer accepts your sign-in. Sign in again: unfinished answers carry on."
 
 
 def apikey_env(data_dir: Path, **more: str) -> dict[str, str]:
@@ -40,17 +37,8 @@ def apikey_env(data_dir: Path, **more: str) -> dict[str, str]:
     return {"AUTH_MODE": "apikey", "API_KEY_HASHES": "", "BACKCHAT_DATA_DIR": str(data_dir), **more}
 
 
-def banner(stack: RunningStack) -> str:
-    """Return what the stack printed up to its banner's last line (printed just after health answers)."""
-    deadline = time.monotonic() + 10
-    while BANNER_END not in stack.output.text():
-        assert time.monotonic() < deadline, f"no banner; output:\n{stack.output.text()}"
-        time.sleep(0.05)
-    return stack.output.text()
-
-
 def printed_keys(stack: RunningStack) -> list[str]:
-    return PRINTED_KEY.findall(banner(stack))
+    return PRINTED_KEY.findall(stack.banner())
 
 
 def sessions(stack: RunningStack, key: str | None) -> requests.Response:
@@ -59,54 +47,22 @@ def sessions(stack: RunningStack, key: str | None) -> requests.Response:
         return http.get(f"{stack.api_url}/api/chat/sessions", headers=headers, timeout=10)
 
 
-class SignInPage(ChatPage):
-    """The page as a person signing in sees it, recording every API request it sends."""
+class KeySignInPage(SignInPage):
+    """The page with the API key form."""
 
     def __init__(self, page: Page, stack: RunningStack) -> None:
         super().__init__(page, stack.api_url, stack.web_url)
-        self.api_requests: list[Request] = []
-        page.on("request", self._on_request)
-
-    def _on_request(self, request: Request) -> None:
-        if request.url.startswith(self.api_url + "/api/") and request.method != "OPTIONS":
-            self.api_requests.append(request)
-
-    def goto(self) -> None:
-        self.page.goto(self.web_url)
-
-    @property
-    def form(self):
-        return self.page.get_by_test_id("api-key-form")
 
     def expect_form(self, message: str | None = None) -> None:
-        expect(self.form).to_be_visible()
+        expect(self.page.get_by_test_id("api-key-form")).to_be_visible()
         expect(self.page.get_by_test_id("app")).to_be_hidden()
         expect(self.page.get_by_test_id("api-key-input")).to_be_focused()
         expect(self.page.get_by_test_id("api-key-input")).to_have_attribute("type", "password")
-        if message is None:
-            expect(self.page.get_by_test_id("sign-in-message")).to_be_hidden()
-        else:
-            expect(self.page.get_by_test_id("sign-in-message")).to_have_text(message)
+        self.expect_message(message)
 
     def sign_in(self, key: str) -> None:
         self.page.get_by_test_id("api-key-input").fill(key)
         self.page.get_by_test_id("api-key-input").press("Enter")
-
-    def expect_chat(self) -> None:
-        expect(self.page.get_by_test_id("message-input")).to_be_editable()
-        expect(self.page.get_by_test_id("sign-in")).to_be_hidden()
-
-    def run_turn(self, text: str) -> dict[str, Any]:
-        """Send a message, wait until its turn is done; return the start's 202 body."""
-        _, started = self.send_and_capture_start(f"{text} {QUICK_RUN}")
-        self.wait_for_status(self.page.locator(f'[data-session-id="{started["sessionId"]}"]'), "done")
-        return started
-
-    def stored_key(self) -> Any:
-        return self.page.evaluate("JSON.parse(localStorage.getItem('backchat.v1.auth'))")
-
-    def local_data(self) -> list[str]:
-        return self.page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('backchat.'))")
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +78,15 @@ def keyed_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runn
 
 
 @pytest.fixture
-def signin(page: Page, keyed_stack: tuple[RunningStack, str, Path]) -> SignInPage:
-    return SignInPage(page, keyed_stack[0])
+def signin(page: Page, keyed_stack: tuple[RunningStack, str, Path]) -> KeySignInPage:
+    return KeySignInPage(page, keyed_stack[0])
 
 
 def test_make_run_in_apikey_mode_prints_a_new_key_once_and_keeps_only_its_digest(
     keyed_stack: tuple[RunningStack, str, Path],
 ) -> None:
     stack, key, data_dir = keyed_stack
-    output = banner(stack)
+    output = stack.banner()
     assert f'curl -H "Authorization: Bearer {key}" {stack.api_url}/api/chat/sessions' in output
     assert f"BACKCHAT_API_KEY={key}" in output
     assert f"open {stack.web_url}/ and paste it" in output
@@ -145,7 +101,7 @@ def test_make_run_in_apikey_mode_prints_a_new_key_once_and_keeps_only_its_digest
 
 
 def test_the_page_asks_for_a_key_and_a_wrong_one_gets_a_message_and_the_form_again(
-    signin: SignInPage,
+    signin: KeySignInPage,
 ) -> None:
     signin.goto()
     signin.expect_form()
@@ -154,13 +110,13 @@ def test_the_page_asks_for_a_key_and_a_wrong_one_gets_a_message_and_the_form_aga
     signin.sign_in("bc_not-the-key")
     signin.expect_form(KEY_REJECTED)
     expect(signin.page.get_by_test_id("api-key-input")).to_have_value("")
-    assert signin.stored_key() is None
+    assert signin.stored_credentials() is None
     # Chromium logs each 401 as a failed resource load; nothing else may go wrong.
     assert [error for error in signin.console_errors if "status of 401" not in error] == []
 
 
 def test_the_right_key_is_kept_sent_on_every_call_and_survives_a_reload(
-    signin: SignInPage, keyed_stack: tuple[RunningStack, str, Path],
+    signin: KeySignInPage, keyed_stack: tuple[RunningStack, str, Path],
 ) -> None:
     _, key, _ = keyed_stack
     signin.goto()
@@ -168,7 +124,7 @@ def test_the_right_key_is_kept_sent_on_every_call_and_survives_a_reload(
     before = len(signin.api_requests)
     signin.sign_in(key)
     signin.expect_chat()
-    assert signin.stored_key() == {"kind": "apikey", "key": key}
+    assert signin.stored_credentials() == {"kind": "apikey", "key": key}
     expect(signin.page.get_by_test_id("sign-out")).to_be_visible()
     first = signin.run_turn("Signed in with the printed key.")
 
@@ -185,7 +141,7 @@ def test_the_right_key_is_kept_sent_on_every_call_and_survives_a_reload(
 
 
 def test_sign_out_forgets_the_key_and_this_browsers_conversations(
-    signin: SignInPage, keyed_stack: tuple[RunningStack, str, Path],
+    signin: KeySignInPage, keyed_stack: tuple[RunningStack, str, Path],
 ) -> None:
     _, key, _ = keyed_stack
     signin.goto()
@@ -210,7 +166,7 @@ def test_restart_keeps_the_key_and_a_replaced_key_brings_the_form_back_and_the_t
     first = launch_stack(apikey_env(tmp_path))
     [key] = printed_keys(first)
     ports = (first.api_port, int(first.web_url.rsplit(":", 1)[1]), int(first.ddb_url.rsplit(":", 1)[1]))
-    signin = SignInPage(page, first)
+    signin = KeySignInPage(page, first)
     signin.goto()
     signin.sign_in(key)
     signin.expect_chat()
@@ -219,7 +175,7 @@ def test_restart_keeps_the_key_and_a_replaced_key_brings_the_form_back_and_the_t
 
     # A later start finds the key file: it says so and prints no key (it has none to print).
     second = launch_stack(apikey_env(tmp_path), ports)
-    output = banner(second)
+    output = second.banner()
     assert printed_keys(second) == [] and key not in output
     assert f"the keys in {tmp_path / KEY_FILE_NAME}" in output
     signin.page.reload()
@@ -230,7 +186,7 @@ def test_restart_keeps_the_key_and_a_replaced_key_brings_the_form_back_and_the_t
     # Reconfigured with another key for the same owner: the old one is revoked.
     new_key = new_api_key()
     third = launch_stack(apikey_env(tmp_path, API_KEY_HASHES=f"local:{hash_api_key(new_key)}"), ports)
-    assert "the 1 key(s) in API_KEY_HASHES" in banner(third)
+    assert "the 1 key(s) in API_KEY_HASHES" in third.banner()
     assert printed_keys(third) == []
     signin.send(f"Sent with a revoked key. {QUICK_RUN}")
     signin.expect_form(SIGN_IN_AGAIN)
@@ -246,7 +202,7 @@ def test_restart_keeps_the_key_and_a_replaced_key_brings_the_form_back_and_the_t
     assert started.value.request.headers["authorization"] == f"Bearer {new_key}"
     signin.wait_for_status(turn, "done")
     expect(turn.get_by_test_id("user-text")).to_have_text(f"Sent with a revoked key. {QUICK_RUN}")
-    assert signin.stored_key() == {"kind": "apikey", "key": new_key}
+    assert signin.stored_credentials() == {"kind": "apikey", "key": new_key}
     stop_cleanly(third)
 
 
@@ -256,15 +212,15 @@ def test_two_owners_in_two_browsers_each_see_only_their_own_sessions(
     keys = {"alice": new_api_key(), "bob": new_api_key()}
     hashes = ",".join(f"{owner}:{hash_api_key(key)}" for owner, key in keys.items())
     stack = launch_stack(apikey_env(tmp_path, API_KEY_HASHES=hashes))
-    assert "the 2 key(s) in API_KEY_HASHES" in banner(stack) and printed_keys(stack) == []
+    assert "the 2 key(s) in API_KEY_HASHES" in stack.banner() and printed_keys(stack) == []
 
     started: dict[str, dict[str, Any]] = {}
-    pages: dict[str, SignInPage] = {}
+    pages: dict[str, KeySignInPage] = {}
     for owner, key in keys.items():
         context = browser.new_context()
         page = context.new_page()
         page.set_default_timeout(RUN_TIMEOUT_MS)
-        pages[owner] = SignInPage(page, stack)
+        pages[owner] = KeySignInPage(page, stack)
         pages[owner].goto()
         pages[owner].sign_in(key)
         pages[owner].expect_chat()
