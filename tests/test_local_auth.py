@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.auth import Authenticator, hash_api_key, parse_key_hashes
+from scripts import local_stack
 from scripts.api_key import hash_entry, local_keys, main, new_api_key
 from scripts.local_auth import KEY_FILE_NAME, AuthSetupError, local_auth
 from scripts.page_config import PageConfigError, UserPoolSignIn, config_module
@@ -146,3 +147,22 @@ def test_local_keys_never_write_the_key_itself(tmp_path: Path) -> None:
     assert made.new_key and made.new_key not in (tmp_path / "keys").read_text()
     assert local_keys(tmp_path / "keys", "local").new_key is None
     assert [path.name for path in tmp_path.iterdir()] == ["keys"]  # no partial file left behind
+
+
+def test_a_local_stage_that_sets_auth_mode_is_refused_since_it_would_override_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps({
+        "version": "2.0", "app_name": "backchat",
+        "stages": {"local": {"environment_variables": {"AUTH_MODE": "none"}}},
+    }))
+    monkeypatch.setattr(local_stack, "REPO_ROOT", tmp_path)
+    auth = local_auth({"AUTH_MODE": "apikey"}, API, WEB_PORT, tmp_path)
+    with pytest.raises(local_stack.StackError, match="sets AUTH_MODE for stage 'local'"):
+        local_stack.stage_environment({"AUTH_MODE": "apikey", **auth.variables}, auth.variables)
+    # The project's own local stage leaves the mode to the environment.
+    monkeypatch.undo()
+    app_env = local_stack.stage_environment({"AUTH_MODE": "apikey", **auth.variables}, auth.variables)
+    assert app_env["AUTH_MODE"] == "apikey"
+    assert app_env["API_KEY_HASHES"] == auth.variables["API_KEY_HASHES"]
