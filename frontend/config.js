@@ -1,5 +1,5 @@
-// Where the API lives, and how the page signs in. The local stack (scripts/static_site.py) and
-// scripts/upload_site.py write this file; this copy is the default for a page served with the API.
+// Where the API lives, and how the page signs in. The local stack and scripts/upload_site.py
+// write this file (scripts/page_config.py); this copy is the default for a page served with the API.
 //
 // API_BASE: empty means the page's own origin; a static host on another origin names the API,
 // e.g. `export const API_BASE = "https://api.example.com";`.
