@@ -65,8 +65,12 @@ export class SignIn {
         await this.credentials.completeSignIn(search);
       } catch (error) {
         if (!(error instanceof SignInError)) throw error;
-        this.gate.wait(error);
-        return;
+        if (!this.credentials.signedIn) {
+          this.gate.wait(error);
+          return;
+        }
+        // Already signed in (a stale or forged link, say): stay signed in as before.
+        console.warn(`backchat: sign-in answer ignored: ${error.message}`);
       }
     }
     if (this.credentials.required && !this.credentials.signedIn) {
