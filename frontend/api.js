@@ -1,4 +1,5 @@
-// The only module that talks to the network: backchat's HTTP API, as described in DESIGN.md.
+// The only module that talks to the network: backchat's HTTP API, as described in DESIGN.md, and
+// the user pool's token endpoint when the page signs in with Cognito.
 
 const DEFAULT_TIMEOUT_MS = 20_000;
 
@@ -25,12 +26,15 @@ export class ApiError extends Error {
 export class ApiClient {
   /**
    * @param {string} baseUrl  "" for the page's own origin, else e.g. "https://api.example.com".
-   * @param {{fetch?: typeof fetch, timeoutMs?: number}} options
+   * @param {{fetch?: typeof fetch, timeoutMs?: number, gate?: SignInGate}} options
+   *   gate: where every request gets its Authorization header and, on a 401, waits until someone
+   *   signs in, then goes again (auth.js); callers never see a 401 then.
    */
-  constructor(baseUrl, { fetch = globalThis.fetch.bind(globalThis), timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
+  constructor(baseUrl, { fetch = globalThis.fetch.bind(globalThis), timeoutMs = DEFAULT_TIMEOUT_MS, gate = null } = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, "");
     this.fetch = fetch;
     this.timeoutMs = timeoutMs;
+    this.gate = gate;
   }
 
   /** Start a background run; resolves to {sessionId, status, model, createdAt}. */
@@ -65,38 +69,113 @@ export class ApiClient {
     return this.request("POST", `/api/chat/session/${encodeURIComponent(sessionId)}/cancel`);
   }
 
-  async request(method, path, { body, headers = {}, timeoutMs = this.timeoutMs } = {}) {
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), timeoutMs);
-    let response;
-    try {
-      response = await this.fetch(this.baseUrl + path, {
+  /**
+   * Return the caller's newest sessions, {sessions, nextCursor}. With `authorization`, send that
+   * header instead of the gate's and let a 401 through as an ApiError (checking a key before keeping it).
+   */
+  listSessions({ limit } = {}, { authorization, timeoutMs } = {}) {
+    const query = limit ? `?${new URLSearchParams({ limit: String(limit) })}` : "";
+    return this.request("GET", `/api/chat/sessions${query}`, { authorization, timeoutMs });
+  }
+
+  async request(method, path, { body, headers = {}, timeoutMs, authorization } = {}) {
+    const gated = authorization === undefined && this.gate !== null;
+    for (;;) {
+      const credential = gated ? await this.gate.authorization() : authorization;
+      const response = await send(this.fetch, `${method} ${path}`, this.baseUrl + path, {
         method,
-        headers: body === undefined ? headers : { "Content-Type": "application/json", ...headers },
+        headers: {
+          ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+          ...(credential ? { Authorization: credential } : {}),
+          ...headers,
+        },
         body: body === undefined ? undefined : JSON.stringify(body),
         cache: "no-store",
-        signal: controller.signal,
-      });
-    } catch (error) {
-      const reason = error && error.name === "AbortError" ? "timed out" : "failed";
-      throw new ApiError(`${method} ${path} ${reason}`);
-    } finally {
-      clearTimeout(timer);
+      }, timeoutMs ?? this.timeoutMs);
+      const payload = await readJson(response);
+      if (response.status === 401 && gated) {
+        // Nothing was done: wait until someone signs in, then send the same request again.
+        await this.gate.rejected(credential);
+        continue;
+      }
+      if (!response.ok) {
+        const message = (payload && payload.Message) || `${response.status} ${response.statusText}`.trim();
+        throw new ApiError(message, { status: response.status, code: (payload && payload.Code) || "HttpError" });
+      }
+      if (payload === null) {
+        // A cut-off body is as good as no answer: the same request is worth retrying.
+        throw new ApiError(`${method} ${path} answered without a JSON body`, { code: "BadResponse" });
+      }
+      return payload;
     }
-    let payload = null;
-    try {
-      payload = await response.json();
-    } catch {
-      // An empty or non-JSON body: a proxy's error page, say. The status still tells what happened.
-    }
+  }
+}
+
+/**
+ * A user pool's OAuth 2.0 endpoints (Cognito's hosted UI domain): the token endpoint, which
+ * answers a form-encoded POST with JSON, and token revocation. Errors keep the OAuth `error` code.
+ */
+export class UserPoolEndpoints {
+  /**
+   * @param {string} domain  e.g. "https://backchat-dev.auth.eu-west-1.amazoncognito.com"
+   */
+  constructor(domain, { fetch = globalThis.fetch.bind(globalThis), timeoutMs = DEFAULT_TIMEOUT_MS } = {}) {
+    this.domain = domain.replace(/\/+$/, "");
+    this.fetch = fetch;
+    this.timeoutMs = timeoutMs;
+  }
+
+  /** POST form fields to /oauth2/token; resolve to the token response. */
+  requestTokens(fields) {
+    return this.post("/oauth2/token", fields);
+  }
+
+  /** POST a refresh token to /oauth2/revoke, so it cannot mint tokens after sign-out. */
+  revoke(fields) {
+    return this.post("/oauth2/revoke", fields, { expectJson: false });
+  }
+
+  async post(path, fields, { expectJson = true } = {}) {
+    const response = await send(this.fetch, `POST ${path}`, this.domain + path, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams(fields).toString(),
+      cache: "no-store",
+      credentials: "omit",
+    }, this.timeoutMs);
+    const payload = await readJson(response);
     if (!response.ok) {
-      const message = (payload && payload.Message) || `${response.status} ${response.statusText}`.trim();
-      throw new ApiError(message, { status: response.status, code: (payload && payload.Code) || "HttpError" });
+      const code = (payload && payload.error) || "HttpError";
+      const message = (payload && payload.error_description) || code;
+      throw new ApiError(message, { status: response.status, code });
     }
-    if (payload === null) {
-      // A cut-off body is as good as no answer: the same request is worth retrying.
-      throw new ApiError(`${method} ${path} answered without a JSON body`, { code: "BadResponse" });
+    if (expectJson && payload === null) {
+      throw new ApiError(`POST ${path} answered without a JSON body`, { code: "BadResponse" });
     }
     return payload;
+  }
+}
+
+/** fetch with a timeout; no answer at all becomes an ApiError with status 0. */
+async function send(fetch, what, url, init, timeoutMs) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    return await fetch(url, { ...init, signal: controller.signal });
+  } catch (error) {
+    const reason = error && error.name === "AbortError" ? "timed out" : "failed";
+    throw new ApiError(`${what} ${reason}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Return the response's JSON body, or null for an empty or non-JSON one. */
+async function readJson(response) {
+  try {
+    return await response.json();
+  } catch {
+    // An empty or non-JSON body: a proxy's error page, say. The status still tells what happened.
+    return null;
   }
 }

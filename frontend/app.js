@@ -1,10 +1,12 @@
 // Wires store -> runs -> view: sends turns, follows every unfinished run, resumes them on load.
 
-import { API_BASE } from "./config.js";
-import { ApiClient } from "./api.js";
+import * as config from "./config.js";
+import { ApiClient, UserPoolEndpoints } from "./api.js";
 import { chooseLocale, translator } from "./i18n.js";
 import { backoffDelay, POLL_DEFAULTS, SessionPoller } from "./poller.js";
 import { applyEvents, ChatStore, historyBefore, isTerminal, memoryStorage, STORAGE_KEYS } from "./store.js";
+import { SignIn } from "./signin.js";
+import { SignInView } from "./signin-view.js";
 import { ChatView } from "./view.js";
 
 const CANCEL_ATTEMPTS = 5;
@@ -247,9 +249,9 @@ class ChatApp {
   }
 }
 
-function browserStorage() {
+function browserStorage(name = "localStorage") {
   try {
-    const storage = window.localStorage;
+    const storage = window[name];
     storage.getItem(STORAGE_KEYS.current);
     return storage;
   } catch {
@@ -260,9 +262,20 @@ function browserStorage() {
 
 const locale = chooseLocale(navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language]);
 const t = translator(locale);
-new ChatApp({
-  api: new ApiClient(API_BASE),
-  store: new ChatStore(browserStorage()),
-  view: new ChatView(document, t, locale),
+// First: it translates the page's static words, the sign-in screen's included.
+const view = new ChatView(document, t, locale);
+// A config.js written before sign-in existed has no COGNITO: API keys (or no sign-in) then.
+const cognito = config.COGNITO || null;
+const signIn = new SignIn({
+  cognito,
+  storage: browserStorage(),
+  sessionStorage: browserStorage("sessionStorage"),
+  endpoints: cognito ? new UserPoolEndpoints(cognito.domain) : null,
+  view: new SignInView(document, t),
   t,
-}).start();
+  location: window.location,
+  history: window.history,
+});
+const api = new ApiClient(config.API_BASE || "", { gate: signIn.gate });
+await signIn.start(api);
+new ChatApp({ api, store: new ChatStore(signIn.chatStorage), view, t }).start();

@@ -5,6 +5,9 @@ Run from the repository root as `python -m scripts.local_stack`. Ports come from
 Ctrl-C or SIGTERM stops every process the stack started and exits 0; if one of them dies on
 its own, the others are stopped and the exit status is 1.
 
+AUTH_MODE (none, apikey or cognito) chooses who may call; scripts/local_auth.py sets it up
+(with apikey and no API_KEY_HASHES, a key for the local owner is made and printed once).
+
 The moto server (scripts/embedded_dynamodb.py) keeps its data in BACKCHAT_DATA_DIR (default
 .local/dynamodb/ in the repository, ignored by git): every write is journaled before it is
 acknowledged, so sessions and events survive a restart, even after `kill -9`. The runs a
@@ -40,6 +43,7 @@ from chalicelib.records import RUNNING
 from chalicelib.settings import Settings, SettingsError
 from chalicelib.store import CONDITION_FAILED, SessionStore
 from scripts.dynamodb_journal import lock_holder
+from scripts.local_auth import AuthSetupError, LocalAuth, local_auth, page_base
 from scripts.static_site import StaticSite
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -355,13 +359,15 @@ class LocalStack:
         # Where moto keeps the data; None: in memory only (the default directory was busy).
         self.data_dir: Path | None = None
         self._data_note = ""
+        self.auth: LocalAuth | None = None
 
     def start(self) -> None:
         """Start everything in order and return once the API answers its health check."""
         for variable, port in self.ports.by_variable().items():
             ensure_port_free(variable, port)
-        app_env = stage_environment(self.env, self._variables.keys())
         self._choose_data_dir()
+        self._configure_auth()
+        app_env = stage_environment(self.env, self._variables.keys())
         self._start_dynamodb()
         self._create_tables(app_env)
         self._end_interrupted_runs(app_env)
@@ -384,14 +390,29 @@ class LocalStack:
             self._site_thread.join(timeout=STOP_GRACE_SECONDS)
 
     def banner(self) -> str:
+        page = page_base(self.auth.page_host, self.ports.web) if self.auth else self.ports.web_base
+        notice = f"{self.auth.notice}\n" if self.auth and self.auth.notice else ""
         return (
             "backchat is running:\n"
-            f"  page: {self.ports.web_base}/\n"
+            f"  page: {page}/\n"
             f"  api:  {self.ports.api_base}/api\n"
             f"  dynamodb (moto): {self.ports.dynamodb_endpoint}\n"
             f"  data: {self._data_note}\n"
+            f"{notice}"
             "Ctrl-C stops everything."
         )
+
+    def _configure_auth(self) -> None:
+        """Set AUTH_MODE (and the key digests) for the API; the page's origin follows the mode."""
+        try:
+            self.auth = local_auth(self.env, self.ports.api_base, self.ports.web, self.data_dir)
+        except AuthSetupError as error:
+            raise StackError(str(error)) from None
+        # Cognito mode opens the page as localhost: the API must allow that origin instead.
+        variables = {**self.auth.variables,
+                     "CORS_ORIGIN": page_base(self.auth.page_host, self.ports.web)}
+        self._variables.update(variables)
+        self.env.update(variables)
 
     def _choose_data_dir(self) -> None:
         path, chosen = data_directory(self.env)
@@ -458,6 +479,7 @@ class LocalStack:
                 FRONTEND_DIR,
                 api_base=self.ports.api_base,
                 log=lambda line: self._echo("web", line),
+                user_pool=self.auth.user_pool if self.auth else None,
             )
         except OSError as error:
             raise StackError(

@@ -1,12 +1,13 @@
 """The local page server: frontend/ read-only, a generated config.js, strict headers."""
 from __future__ import annotations
 
-import json
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urlsplit
+
+from scripts.page_config import UserPoolSignIn, config_module, connect_origins
 
 CONFIG_MODULE_PATH = "/config.js"
 
@@ -29,14 +30,14 @@ CONTENT_TYPES = {
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
-def content_security_policy(api_base: str) -> str:
-    """Return the page's CSP: its own origin only, plus fetches to the API at api_base."""
+def content_security_policy(api_base: str, *other_origins: str) -> str:
+    """Return the page's CSP: its own origin only, plus fetches to the API (and the token endpoint)."""
     return "; ".join([
         "default-src 'self'",
         "script-src 'self'",
         "style-src 'self'",
         "img-src 'self' data:",
-        f"connect-src 'self' {api_base}",
+        f"connect-src 'self' {' '.join((api_base, *other_origins))}",
         "object-src 'none'",
         "base-uri 'none'",
         "frame-ancestors 'none'",
@@ -45,7 +46,7 @@ def content_security_policy(api_base: str) -> str:
 
 
 class StaticSite(ThreadingHTTPServer):
-    """Serve the files under `root` on one address, and `/config.js` naming the API's base URL."""
+    """Serve the files under `root` on one address, and `/config.js` naming the API (and user pool)."""
 
     daemon_threads = True
     # socketserver's default backlog of 5 resets connections when a page loads many modules.
@@ -57,12 +58,13 @@ class StaticSite(ThreadingHTTPServer):
         root: Path,
         api_base: str,
         log: Callable[[str], None],
+        user_pool: UserPoolSignIn | None = None,
     ) -> None:
         self.root = root.resolve()
         self.log = log
-        self.config_module = f"export const API_BASE = {json.dumps(api_base)};\n".encode()
+        self.config_module = config_module(api_base, user_pool)
         self.security_headers = {
-            "Content-Security-Policy": content_security_policy(api_base),
+            "Content-Security-Policy": content_security_policy(*connect_origins(api_base, user_pool)),
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
             "Cache-Control": "no-store",

@@ -1,9 +1,13 @@
 """Upload the chat page (frontend/) to the site bucket, with config.js naming the deployed API.
 
     python -m scripts.upload_site --bucket BUCKET --api-base https://abc.execute-api.REGION.amazonaws.com/api
+        [--cognito-domain https://PREFIX.auth.REGION.amazoncognito.com --cognito-client-id ID
+         --redirect-uri https://dxxxx.cloudfront.net/]
 
 BUCKET is infra/site.yaml's BucketName output; the API base is the API stack's EndpointURL
-output (its trailing slash is dropped). Every file gets an explicit Content-Type (a module
+output (its trailing slash is dropped). With the three --cognito/--redirect options (the
+outputs of infra/cognito.yaml), config.js also names the user pool and the page signs in
+through its hosted UI; without them it asks for an API key when the API answers 401. Every file gets an explicit Content-Type (a module
 script served as anything but JavaScript is refused under nosniff) and `Cache-Control:
 no-cache`, so browsers and CloudFront revalidate and a new upload is seen at once, never
 half old and half new. Files in the bucket that frontend/ no longer has are deleted.
@@ -11,13 +15,13 @@ half old and half new. Files in the bucket that frontend/ no longer has are dele
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from scripts.page_config import DEFAULT_SCOPES, PageConfigError, UserPoolSignIn, config_module
 from scripts.static_site import CONFIG_MODULE_PATH, CONTENT_TYPES, DEFAULT_CONTENT_TYPE
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
@@ -41,15 +45,11 @@ def api_base_of(url: str) -> str:
     return f"https://{parts.netloc}{parts.path.rstrip('/')}"
 
 
-def config_module(api_base: str) -> bytes:
-    """Return config.js for the page: `export const API_BASE = "<api base>";`."""
-    return f"export const API_BASE = {json.dumps(api_base)};\n".encode()
-
-
-def upload_site(s3: Any, bucket: str, api_base: str, root: Path = FRONTEND) -> UploadReport:
+def upload_site(s3: Any, bucket: str, api_base: str, root: Path = FRONTEND,
+                user_pool: UserPoolSignIn | None = None) -> UploadReport:
     """Put every page file and a generated config.js into bucket; delete keys no longer there."""
     objects = {key: path.read_bytes() for key, path in _page_files(root).items()}
-    objects[CONFIG_KEY] = config_module(api_base)
+    objects[CONFIG_KEY] = config_module(api_base, user_pool)
     for key, body in sorted(objects.items()):
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=_content_type(key),
                       CacheControl=CACHE_CONTROL)
@@ -89,18 +89,46 @@ def main(argv: list[str] | None = None) -> int:
                         help="the API stack's EndpointURL output, e.g. https://abc.execute-api."
                              "us-east-1.amazonaws.com/api/")
     parser.add_argument("--region", help="the bucket's region (default: the AWS CLI's)")
+    cognito = parser.add_argument_group(
+        "Cognito sign-in", "all three, from infra/cognito.yaml's outputs, or none (API keys)")
+    cognito.add_argument("--cognito-domain", help="the HostedUiDomain output")
+    cognito.add_argument("--cognito-client-id", help="the ClientId output")
+    cognito.add_argument("--redirect-uri", help="the RedirectUri output (the page's address)")
+    cognito.add_argument("--scopes", default=" ".join(DEFAULT_SCOPES),
+                         help="OAuth scopes, space-separated (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         api_base = api_base_of(args.api_base)
+        user_pool = _user_pool(args)
     except ValueError as error:
         print(f"upload_site: {error}", file=sys.stderr)
         return 2
     import boto3  # only a real upload needs AWS; tests pass their own client
 
-    report = upload_site(boto3.client("s3", region_name=args.region), args.bucket, api_base)
+    report = upload_site(boto3.client("s3", region_name=args.region), args.bucket, api_base,
+                         user_pool=user_pool)
+    signs_in = f"the user pool at {user_pool.domain}" if user_pool else "API keys"
     print(f"uploaded {len(report.uploaded)} files to s3://{args.bucket} "
-          f"(API_BASE = {api_base}); deleted {len(report.deleted)} stale ones")
+          f"(API_BASE = {api_base}; signs in with {signs_in}); "
+          f"deleted {len(report.deleted)} stale ones")
     return 0
+
+
+def _user_pool(args: argparse.Namespace) -> UserPoolSignIn | None:
+    """Return the user pool the options name, or None; raise ValueError if only some are given."""
+    values = (args.cognito_domain, args.cognito_client_id, args.redirect_uri)
+    if not any(values):
+        return None
+    if not all(values):
+        raise PageConfigError(
+            "--cognito-domain, --cognito-client-id and --redirect-uri go together")
+    user_pool = UserPoolSignIn.checked(args.cognito_domain, args.cognito_client_id,
+                                       args.redirect_uri, args.scopes.split())
+    # Loopback http is for the tests' stand-in hosted UI; a deployed page signs in over https only.
+    for what, url in (("user pool domain", user_pool.domain), ("redirect URI", user_pool.redirect_uri)):
+        if not url.startswith("https://"):
+            raise PageConfigError(f"the {what} must be https, not {url!r}")
+    return user_pool
 
 
 if __name__ == "__main__":

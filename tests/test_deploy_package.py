@@ -356,7 +356,8 @@ def test_deployed_api_requires_api_keys_given_at_deploy_time(templates: dict[str
 def test_local_stage_stays_as_the_local_stack_needs_it() -> None:
     config = json.loads((REPO_ROOT / ".chalice" / "config.json").read_text())
     local = config["stages"]["local"]["environment_variables"]
-    assert local == {"BACKCHAT_STAGE": "local", "DISPATCH_MODE": "thread", "AUTH_MODE": "none"}
+    # No AUTH_MODE: the local stack sets it from the environment (`AUTH_MODE=apikey make run`).
+    assert local == {"BACKCHAT_STAGE": "local", "DISPATCH_MODE": "thread"}
     assert "lambda_functions" not in config["stages"]["local"]
 
 

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from moto import mock_aws
 
+from scripts.page_config import UserPoolSignIn
 from scripts.static_site import content_security_policy
 from scripts.upload_site import api_base_of, main, upload_site
 from tests.test_deploy_package import cfn_lint, lint_errors
@@ -16,6 +17,8 @@ from tests.test_deploy_package import cfn_lint, lint_errors
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SITE_TEMPLATE = REPO_ROOT / "infra" / "site.yaml"
 API_ORIGIN = "https://abc123.execute-api.us-east-1.amazonaws.com"
+USER_POOL_ORIGIN = "https://backchat-test.auth.us-east-1.amazoncognito.com"
+SITE = "https://d111111abcdef8.cloudfront.net"
 BUCKET = "backchat-site-test"
 
 
@@ -72,11 +75,31 @@ def test_only_this_distribution_may_read_the_bucket(site: dict) -> None:
     assert distribution["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "redirect-to-https"
 
 
-def test_page_gets_the_local_servers_csp_and_strict_headers(site: dict) -> None:
+def _render(value: object, parameters: dict[str, str], conditions: dict[str, bool]) -> str:
+    """Evaluate the Fn::Join / Fn::Sub / Fn::If a template string is built with."""
+    if isinstance(value, str):
+        return value
+    [(name, argument)] = value.items()  # type: ignore[union-attr]
+    if name == "Fn::Sub":
+        return re.sub(r"\$\{(\w+)\}", lambda match: parameters[match.group(1)], argument)
+    if name == "Fn::If":
+        condition, when_true, when_false = argument
+        return _render(when_true if conditions[condition] else when_false, parameters, conditions)
+    if name == "Fn::Join":
+        separator, parts = argument
+        return separator.join(_render(part, parameters, conditions) for part in parts)
+    raise AssertionError(f"unexpected {name} in the CSP")
+
+
+@pytest.mark.parametrize("user_pool_origin", ["", USER_POOL_ORIGIN])
+def test_page_gets_the_local_servers_csp_and_strict_headers(site: dict, user_pool_origin: str) -> None:
     config = _of_type(site, "AWS::CloudFront::ResponseHeadersPolicy")["ResponseHeadersPolicyConfig"]
     headers = config["SecurityHeadersConfig"]
-    csp = headers["ContentSecurityPolicy"]["ContentSecurityPolicy"]["Fn::Sub"]
-    assert csp.replace("${ApiOrigin}", API_ORIGIN) == content_security_policy(API_ORIGIN)
+    csp = _render(headers["ContentSecurityPolicy"]["ContentSecurityPolicy"],
+                  {"ApiOrigin": API_ORIGIN, "UserPoolOrigin": user_pool_origin},
+                  {"SignsInWithUserPool": user_pool_origin != ""})
+    # The token endpoint is allowed only when a user pool signs the page in.
+    assert csp == content_security_policy(API_ORIGIN, *filter(None, [user_pool_origin]))
     assert headers["StrictTransportSecurity"]["AccessControlMaxAgeSec"] >= 31536000
     assert headers["ContentTypeOptions"]["Override"] is True
     assert headers["ReferrerPolicy"]["ReferrerPolicy"] == "no-referrer"
@@ -89,6 +112,16 @@ def test_api_origin_parameter_cannot_inject_into_the_csp(site: dict) -> None:
     assert pattern.match(API_ORIGIN)
     for bad in ("http://abc.example.com", f"{API_ORIGIN}; script-src *", f"{API_ORIGIN}/api",
                 "https://a b"):
+        assert not pattern.match(bad), bad
+
+
+def test_user_pool_origin_parameter_is_optional_and_cannot_inject_into_the_csp(site: dict) -> None:
+    parameter = site["Parameters"]["UserPoolOrigin"]
+    pattern = re.compile(parameter["AllowedPattern"])
+    assert parameter["Default"] == "" and pattern.match("")
+    assert pattern.match(USER_POOL_ORIGIN)
+    for bad in ("http://x.example.com", f"{USER_POOL_ORIGIN}; connect-src *", f"{USER_POOL_ORIGIN}/",
+                f"{USER_POOL_ORIGIN} https://evil.example.com"):
         assert not pattern.match(bad), bad
 
 
@@ -140,3 +173,41 @@ def test_upload_refuses_an_api_base_that_is_not_plain_https(url: str, capsys) ->
         api_base_of(url)
     assert main(["--bucket", BUCKET, "--api-base", url]) == 2
     assert "https" in capsys.readouterr().err
+
+
+def test_upload_with_a_user_pool_names_it_in_the_config(s3) -> None:
+    user_pool = UserPoolSignIn.checked(USER_POOL_ORIGIN, "page-client", f"{SITE}/")
+    upload_site(s3, BUCKET, API_ORIGIN + "/api", user_pool=user_pool)
+    config = s3.get_object(Bucket=BUCKET, Key="config.js")["Body"].read().decode()
+    assert config == (
+        f'export const API_BASE = "{API_ORIGIN}/api";\n'
+        f'export const COGNITO = {{"domain": "{USER_POOL_ORIGIN}", "clientId": "page-client", '
+        f'"redirectUri": "{SITE}/", "scopes": ["openid", "email", "profile"]}};\n'
+    )
+
+
+def test_upload_command_writes_the_user_pool_from_the_cognito_stacks_outputs(s3, capsys) -> None:
+    code = main(["--bucket", BUCKET, "--api-base", API_ORIGIN + "/api/",
+                 "--cognito-domain", USER_POOL_ORIGIN + "/", "--cognito-client-id", "page-client",
+                 "--redirect-uri", f"{SITE}/", "--scopes", "openid email"])
+    assert code == 0, capsys.readouterr().err
+    config = s3.get_object(Bucket=BUCKET, Key="config.js")["Body"].read().decode()
+    assert f'"domain": "{USER_POOL_ORIGIN}"' in config and '"scopes": ["openid", "email"]' in config
+    assert f"signs in with the user pool at {USER_POOL_ORIGIN}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("options, complaint", [
+    (["--cognito-domain", USER_POOL_ORIGIN], "go together"),
+    (["--cognito-domain", "http://pool.example.com", "--cognito-client-id", "c",
+      "--redirect-uri", f"{SITE}/"], "user pool domain must be an https URL"),
+    (["--cognito-domain", "http://127.0.0.1:9000", "--cognito-client-id", "c",
+      "--redirect-uri", f"{SITE}/"], "user pool domain must be https"),
+    (["--cognito-domain", USER_POOL_ORIGIN, "--cognito-client-id", "c",
+      "--redirect-uri", "http://localhost:8080/"], "redirect URI must be https"),
+    (["--cognito-domain", USER_POOL_ORIGIN, "--cognito-client-id", "c",
+      "--redirect-uri", f"{SITE}/", "--scopes", "email"], "must include openid"),
+])
+def test_upload_refuses_an_incomplete_or_insecure_user_pool(options: list[str], complaint: str,
+                                                             capsys) -> None:
+    assert main(["--bucket", BUCKET, "--api-base", API_ORIGIN, *options]) == 2
+    assert complaint in capsys.readouterr().err

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import pytest
 import requests
@@ -19,6 +19,8 @@ from scripts.loopback import HOST, free_ports, new_http
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STARTUP_TIMEOUT_SECONDS = 60.0
+# The last line of the banner the stack prints once it is up (scripts/local_stack.py).
+BANNER_END = "Ctrl-C stops everything."
 # The stack gives its children 5 s after SIGTERM before SIGKILL; this leaves it room.
 STOP_TIMEOUT_SECONDS = 20.0
 
@@ -99,6 +101,14 @@ class RunningStack:
     # The stack and its children once it was up, for the leftovers check and cleanup.
     started_processes: list[ProcessIdentity] = field(default_factory=list)
 
+    def banner(self) -> str:
+        """Return the stack's output up to its banner, which it prints just after health answers."""
+        deadline = time.monotonic() + 10
+        while BANNER_END not in (text := self.output.text()):
+            assert time.monotonic() < deadline, f"no banner from the stack; output:\n{text}"
+            time.sleep(0.05)
+        return text
+
     def process_tree(self) -> list[ProcessIdentity]:
         """Return the stack's process and every process below it."""
         return process_tree(self.process.pid)
@@ -134,15 +144,21 @@ class RunningStack:
         self.process.wait()
 
 
-def start_stack() -> RunningStack:
-    """Start `python -m scripts.local_stack` on free ports; return once /api/health is 200."""
-    api_port, web_port, ddb_port = free_ports(3)
+def start_stack(extra_env: Mapping[str, str] | None = None,
+                ports: tuple[int, int, int] | None = None) -> RunningStack:
+    """Start `python -m scripts.local_stack`; return once /api/health is 200.
+
+    `extra_env` goes over the environment (AUTH_MODE=apikey, a BACKCHAT_DATA_DIR to restart
+    on ...); `ports` (api, web, dynamodb) restarts a stack where a page still points, else free ports.
+    """
+    api_port, web_port, ddb_port = ports or free_ports(3)
     env = {
         **os.environ,
         "API_PORT": str(api_port),
         "WEB_PORT": str(web_port),
         "DDB_PORT": str(ddb_port),
         "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
     }
     # Each test stack keeps its data apart from the developer's .local/ (and from each other),
     # unless a test chose a directory to restart a stack on.
@@ -200,11 +216,8 @@ def _wait_for_health(stack: RunningStack) -> None:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def local_stack() -> Iterator[RunningStack]:
-    """The real local stack, shared by the session; it must stop cleanly on SIGTERM."""
-    stack = start_stack()
-    yield stack
+def stop_cleanly(stack: RunningStack) -> None:
+    """SIGTERM the stack; fail unless it exits 0 and leaves no process behind."""
     code = stack.stop(signal.SIGTERM)
     leftovers = stack.leftovers()
     if leftovers:
@@ -213,13 +226,22 @@ def local_stack() -> Iterator[RunningStack]:
     assert leftovers == [], f"still running after the stack stopped: {leftovers}"
 
 
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[RunningStack]:
+    """The real local stack, shared by the session; it must stop cleanly on SIGTERM."""
+    stack = start_stack()
+    yield stack
+    stop_cleanly(stack)
+
+
 @pytest.fixture
-def launch_stack() -> Iterator[Callable[[], RunningStack]]:
-    """Start extra stacks (each on its own ports) that are killed after the test if still up."""
+def launch_stack() -> Iterator[Callable[..., RunningStack]]:
+    """Start extra stacks (start_stack's arguments) that are killed after the test if still up."""
     started: list[RunningStack] = []
 
-    def launch() -> RunningStack:
-        stack = start_stack()
+    def launch(extra_env: Mapping[str, str] | None = None,
+               ports: tuple[int, int, int] | None = None) -> RunningStack:
+        stack = start_stack(extra_env, ports)
         started.append(stack)
         return stack
 
