@@ -36,14 +36,17 @@ from chalice.cli.factory import CLIFactory
 from pynamodb.exceptions import PynamoDBException
 
 from chalicelib import clock
+from chalicelib.dynamo import CONDITION_FAILED
 from chalicelib.errors import StoreUnavailable
-from chalicelib.models import RUN_STATE_RUNNING, bind_models
+from chalicelib.models import LEASE_SHARDS
 from chalicelib.reaper import Reaper
 from chalicelib.records import RUNNING
+from chalicelib.service import new_id
 from chalicelib.settings import Settings, SettingsError
-from chalicelib.store import CONDITION_FAILED, SessionStore
+from chalicelib.store import SessionStore
 from scripts.dynamodb_journal import lock_holder
 from scripts.local_auth import AuthSetupError, LocalAuth, local_auth, page_base
+from scripts.migrate_local import migrate
 from scripts.static_site import StaticSite
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -160,21 +163,22 @@ def end_interrupted_runs(settings: Settings) -> list[str]:
     lease may still look valid (or, unclaimed, up to CLAIM_TIMEOUT_SECONDS away): expiring it
     lets the reaper end the run at once, through the same fenced write as any dead run.
     """
-    models = bind_models(settings)
-    S = models.session
+    store = SessionStore(settings)
+    S = store.models.session
     expired_at = clock.now_ms() - 1
     try:
-        for found in S.running_index.query(RUN_STATE_RUNNING):
-            session = S(found.id)
-            try:
-                session.update(actions=[S.leaseUntil.set(expired_at)],
-                               condition=S.status == RUNNING)
-            except PynamoDBException as error:
-                if error.cause_response_code != CONDITION_FAILED:  # it ended meanwhile
-                    raise
+        for shard in range(LEASE_SHARDS):
+            for found in S.leases_by_shard.query(f"s{shard:02d}"):
+                try:
+                    S(found.id).update(actions=[S.leaseUntil.set(expired_at),
+                                                S.reapAt.set(expired_at)],
+                                       condition=S.status == RUNNING)
+                except PynamoDBException as error:
+                    if error.cause_response_code != CONDITION_FAILED:  # it ended meanwhile
+                        raise
     except PynamoDBException as error:
         raise StoreUnavailable(f"cannot read the running sessions: {error}") from None
-    reaper = Reaper(SessionStore(settings, models))
+    reaper = Reaper(store)
     ended: list[str] = []
     while batch := reaper.reap():
         ended += batch
@@ -458,10 +462,19 @@ class LocalStack:
         )
 
     def _create_tables(self, app_env: Mapping[str, str]) -> None:
+        """Create the tables (or add what tables of an earlier version lack) and migrate the
+        data an earlier version kept (scripts/migrate_local.py)."""
         try:
-            SessionStore(Settings.from_env(app_env)).create_tables()
+            store = SessionStore(Settings.from_env(app_env))
+            store.create_tables()
+            report = migrate(store.models, new_id)
         except (SettingsError, StoreUnavailable) as error:
             raise StackError(f"cannot create the tables in moto: {error}") from None
+        except PynamoDBException as error:
+            raise StackError(f"cannot bring the kept data up to this version: {error}. "
+                             f"Move {self.data_dir} aside to start empty.") from None
+        if report is not None:
+            self._echo("data", report.describe())
 
     def _end_interrupted_runs(self, app_env: Mapping[str, str]) -> None:
         try:
