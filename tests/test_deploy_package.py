@@ -234,10 +234,11 @@ def test_no_statement_grants_wildcard_actions_or_dynamodb_or_lambda_on_everythin
 def _names_this_apps_table_or_function(resource: Any) -> bool:
     """True for a reference to the stack's tables or orchestrator, or an ARN naming them."""
     text = json.dumps(resource)
-    references = ("SessionsTable", "EventsTable", "Orchestrator")
+    references = ("SessionsTable", "EventsTable", "ConversationsTable", "Orchestrator")
     if isinstance(resource, dict):
         return any(name in text for name in references)
-    return bool(re.search(r":table/backchat-(dev|prod)-chat(Sessions|Events)(/index/\w+)?$"
+    return bool(re.search(r":table/backchat-(dev|prod)-chat(Sessions|Events|Conversations)"
+                          r"(/index/\w+)?$"
                           r"|:function:backchat-(dev|prod)-orchestrator$", resource))
 
 
@@ -264,6 +265,7 @@ def _as_policy_file_statement(statement: dict, stage: str) -> dict:
     arns = {
         "SessionsTable.Arn": f"arn:aws:dynamodb:*:*:table/backchat-{stage}-chatSessions",
         "EventsTable.Arn": f"arn:aws:dynamodb:*:*:table/backchat-{stage}-chatEvents",
+        "ConversationsTable.Arn": f"arn:aws:dynamodb:*:*:table/backchat-{stage}-chatConversations",
         "Orchestrator.Arn": f"arn:aws:lambda:*:*:function:backchat-{stage}-orchestrator",
         "OrchestratorFailures.Arn": f"arn:aws:sqs:*:*:backchat-{stage}-orchestrator-failures",
     }
@@ -336,9 +338,10 @@ def test_functions_find_the_tables_and_orchestrator_by_reference(
             variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
             assert variables["SESSIONS_TABLE"] == {"Ref": "SessionsTable"}, function
             assert variables["EVENTS_TABLE"] == {"Ref": "EventsTable"}, function
+            assert variables["CONVERSATIONS_TABLE"] == {"Ref": "ConversationsTable"}, function
             literal = [v for v in variables.values() if isinstance(v, str)]
-            assert not [v for v in literal if re.search(r"chatSessions|chatEvents|orchestrator",
-                                                        v)], function
+            assert not [v for v in literal if re.search(
+                r"chatSessions|chatEvents|chatConversations|orchestrator", v)], function
         api = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
         assert api["ORCHESTRATOR_FUNCTION"] == {"Ref": "Orchestrator"}
         assert api["DISPATCH_MODE"] == "lambda"

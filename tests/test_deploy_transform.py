@@ -33,7 +33,7 @@ PSEUDO_PARAMETERS = frozenset({
     "AWS::AccountId", "AWS::NotificationARNs", "AWS::NoValue", "AWS::Partition",
     "AWS::Region", "AWS::StackId", "AWS::StackName", "AWS::URLSuffix"})
 # What a deployer passes: the parameters without a default.
-DEPLOY_PARAMETERS = {"ApiKeyHashes": "alice:" + "a" * 64}
+DEPLOY_PARAMETERS = {"ApiKeyHashes": "alice:" + "a" * 64, "CursorSecret": "c" * 32}
 SUB_VARIABLE = re.compile(r"\$\{([^}!][^}]*)\}")
 
 
