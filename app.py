@@ -22,11 +22,13 @@ from chalice import (
     UnprocessableEntityError,
 )
 
-from chalicelib import errors
+from chalicelib import errors, telemetry
 from chalicelib.dynamo import route_deadline
 from chalicelib.settings import Settings
 from chalicelib.wiring import Components, build_components
 
+# JSON lines on Lambda, readable lines elsewhere; every line of a run names its session.
+telemetry.configure_logging()
 app = Chalice(app_name="backchat")
 app.log.setLevel(logging.INFO)
 

@@ -19,3 +19,9 @@ def iso_from_ms(epoch_ms: int) -> str:
 def now_iso() -> str:
     """Return the current time as an ISO-8601 UTC string with milliseconds."""
     return iso_from_ms(now_ms())
+
+
+def ms_from_iso(text: str) -> int:
+    """Return the epoch milliseconds of an ISO-8601 UTC string made by iso_from_ms."""
+    moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return int(moment.timestamp() * 1000)

@@ -17,9 +17,9 @@ from pynamodb.exceptions import DoesNotExist
 from chalicelib import clock
 from chalicelib.dynamo import (
     ConditionFailed,
-    RetryPolicy,
     batch_get,
     call_with_retries,
+    quick_retries,
     raw_key,
     translate_errors,
 )
@@ -51,12 +51,13 @@ class ConversationGone(Exception):
 class ConversationStore:
     """Conversations and their turns in DynamoDB."""
 
-    def __init__(self, models: BoundModels, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, models: BoundModels, sleep: Callable[[float], None] = time.sleep,
+                 on_throttle: Callable[[bool], None] | None = None) -> None:
         self._conversation = models.conversation
         self._turn_item = models.turn_item
         self._ending = models.ending
         self._sleep = sleep
-        self._quick = RetryPolicy(tries=3, max_backoff=0.5)
+        self._quick = quick_retries(on_throttle)
 
     # -- conversations --------------------------------------------------------
 

@@ -130,6 +130,14 @@ class RetryPolicy:
     # Seconds from the first try after which no new try starts; None: only the route deadline.
     budget: float | None = None
     max_backoff: float = 2.0
+    # Told of every throttled try, and whether another follows (metrics).
+    on_throttle: Callable[[bool], None] | None = None
+
+
+def quick_retries(on_throttle: Callable[[bool], None] | None = None) -> RetryPolicy:
+    """Return the policy of reads and route writes: a few quick tries within the route's
+    deadline."""
+    return RetryPolicy(tries=3, max_backoff=0.5, on_throttle=on_throttle)
 
 
 def call_with_retries(operation: Callable[[], T], policy: RetryPolicy, what: str,
@@ -149,7 +157,10 @@ def call_with_retries(operation: Callable[[], T], policy: RetryPolicy, what: str
         except StoreThrottled as error:
             pause = backoff(attempt, policy.max_backoff)
             out_of_time = deadline is not None and time.monotonic() + pause >= deadline
-            if attempt >= policy.tries or out_of_time:
+            gives_up = attempt >= policy.tries or out_of_time
+            if policy.on_throttle is not None:
+                policy.on_throttle(not gives_up)
+            if gives_up:
                 logger.warning("%s: gave up after %d tries: %s", what, attempt, error)
                 raise
             logger.info("%s: retry %d after %s", what, attempt, error)

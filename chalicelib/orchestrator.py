@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from chalicelib import clock, telemetry
 from chalicelib.conversations import ConversationStore
 from chalicelib.errors import CancelRequested, LeaseLost, ProviderError, StoreUnavailable, ToolError
 from chalicelib.history import model_messages
@@ -58,12 +59,14 @@ class Orchestrator:
     """Runs sessions: stream from the model, run tools, feed results back, until an answer."""
 
     def __init__(self, store: SessionStore, conversations: ConversationStore,
-                 providers: ProviderRegistry, tools: ToolRegistry, settings: Settings) -> None:
+                 providers: ProviderRegistry, tools: ToolRegistry, settings: Settings,
+                 metrics: telemetry.Metrics | None = None) -> None:
         self._store = store
         self._conversations = conversations
         self._providers = providers
         self._tools = tools
         self._settings = settings
+        self._metrics = metrics or telemetry.metrics_for(settings.stage, deployed=False)
 
     def run(self, session_id: str, remaining_time: RemainingTime | None = None) -> None:
         """Run the session to its end; a second delivery of the same session does nothing."""
@@ -73,12 +76,23 @@ class Orchestrator:
             logger.info("session %s: already claimed or ended; this delivery does nothing",
                         session_id)
             return
-        logger.info("session %s: attempt %s claimed the run", session_id, attempt_id)
-        writer = EventWriter(self._store, session, attempt_id, policy=_flush_policy(self._settings))
-        history = lambda: self._conversations.turns_before(  # noqa: E731
-            session.conversation_id, session.created_at, session.id)
-        _Run(session, history, writer, self._providers, self._tools, self._settings,
-             remaining_time).execute()
+        with telemetry.run_context(session_id, attempt_id):
+            logger.info("session %s: attempt %s claimed the run", session_id, attempt_id)
+            stopwatch = telemetry.RunStopwatch(requested_at_ms=clock.ms_from_iso(session.created_at))
+            writer = EventWriter(self._store, session, attempt_id,
+                                 policy=_flush_policy(self._settings),
+                                 on_first_event=stopwatch.first_event)
+            history = lambda: self._conversations.turns_before(  # noqa: E731
+                session.conversation_id, session.created_at, session.id)
+            outcome = _Run(session, history, writer, self._providers, self._tools,
+                           self._settings, remaining_time, self._metrics).execute()
+            usage = writer.usage
+            telemetry.report_run(telemetry.RunSummary(
+                session_id=session_id, attempt_id=attempt_id, outcome=outcome,
+                model=session.model, duration_ms=stopwatch.duration_ms(),
+                time_to_first_event_ms=stopwatch.time_to_first_event_ms(),
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                total_tokens=usage.total_tokens), self._metrics)
 
 
 def _flush_policy(settings: Settings) -> FlushPolicy:
@@ -94,8 +108,10 @@ class _Run:
 
     def __init__(self, session: SessionRecord, history: Callable[[], Iterator[Turn]],
                  writer: EventWriter, providers: ProviderRegistry, tools: ToolRegistry,
-                 settings: Settings, remaining_time: RemainingTime | None) -> None:
+                 settings: Settings, remaining_time: RemainingTime | None,
+                 metrics: telemetry.Metrics) -> None:
         self._session = session
+        self._metrics = metrics
         self._history = history
         self._writer = writer
         self._providers = providers
@@ -103,7 +119,8 @@ class _Run:
         self._settings = settings
         self._remaining_time = remaining_time
 
-    def execute(self) -> None:
+    def execute(self) -> str:
+        """Run to the end; return the outcome (the terminal status, or lease_lost)."""
         sid = self._session.id
         try:
             self._agent_loop()
@@ -111,8 +128,10 @@ class _Run:
             self._end(self._writer.finish_cancelled)
         except LeaseLost:
             logger.warning("session %s: lease lost; this attempt stops without writing", sid)
+            return "lease_lost"
         except ProviderError as error:
             logger.info("session %s: provider error: %s", sid, error)
+            self._metrics.provider_failed(self._session.model.partition(":")[0])
             message = str(error)
             self._end(lambda: self._writer.finish_error(message))
         except DeadlineReached:
@@ -123,6 +142,8 @@ class _Run:
         except Exception:
             logger.exception("session %s: the run failed", sid)
             self._end(lambda: self._writer.finish_error(INTERNAL_ERROR))
+        # No terminal write: the lease was lost at the end, or the reaper ends it as error.
+        return self._writer.ended_status or "error"
 
     def _end(self, finish: Callable[[], None]) -> None:
         try:
@@ -229,7 +250,8 @@ def _pumped(stream: ProviderStream, wait_for: Callable[[], float]) -> Iterator[S
         finally:
             hand_over(_END)
 
-    threading.Thread(target=pump, name="provider-stream", daemon=True).start()
+    threading.Thread(target=telemetry.carry_context(pump), name="provider-stream",
+                     daemon=True).start()
     try:
         while True:
             try:

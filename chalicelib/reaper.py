@@ -12,7 +12,7 @@ import logging
 import threading
 from typing import Callable
 
-from chalicelib import clock
+from chalicelib import clock, telemetry
 from chalicelib.errors import LeaseLost
 from chalicelib.records import DELTA, ERROR, EventRecord, RunEnding, SessionRecord
 from chalicelib.store import Fence, SessionStore
@@ -29,8 +29,9 @@ MAX_RETRY_SECONDS = 3600
 class Reaper:
     """Finds running sessions with an expired lease and ends them as error."""
 
-    def __init__(self, store: SessionStore) -> None:
+    def __init__(self, store: SessionStore, metrics: telemetry.Metrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics
 
     def reap(self) -> list[str]:
         """End every session whose lease has expired; return their ids."""
@@ -42,6 +43,8 @@ class Reaper:
             except Exception:
                 # One session that cannot be ended must not keep the others running.
                 logger.exception("session %s: the reaper could not end it", session_id)
+        if self._metrics is not None:
+            self._metrics.runs_reaped(len(ended))
         return ended
 
     def _end(self, session_id: str) -> bool:

@@ -26,6 +26,7 @@ from chalicelib.dynamo import (
     RetryPolicy,
     batch_get,
     call_with_retries,
+    quick_retries,
     raw_key,
     transact_write,
     translate_errors,
@@ -92,17 +93,18 @@ class SessionStore:
     """Sessions and their event logs in DynamoDB."""
 
     def __init__(self, settings: Settings, models: BoundModels | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 on_throttle: Callable[[bool], None] | None = None) -> None:
         self._settings = settings
         self._sleep = sleep
         self.models = models or bind_models(settings)
         self._session = self.models.session
         self._event = self.models.event
         # Reads and route writes: a few quick tries within the route's deadline.
-        self._quick = RetryPolicy(tries=3, max_backoff=0.5)
+        self._quick = quick_retries(on_throttle)
         # A run's writes: more tries, but never so long that the lease runs out meanwhile.
         self._run_writes = RetryPolicy(tries=settings.store_retries,
-                                       budget=settings.lease_seconds / 2)
+                                       budget=settings.lease_seconds / 2, on_throttle=on_throttle)
 
     # -- tables ---------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from chalicelib import telemetry
 from chalicelib.auth import Authenticator, parse_key_hashes
 from chalicelib.conversation_service import ConversationService
 from chalicelib.conversations import ConversationStore
@@ -39,15 +40,17 @@ class Components:
 def build_components(settings: Settings, dispatcher: Dispatcher | None = None) -> Components:
     """Wire the real components; tests may pass their own dispatcher."""
     settings.check_runtime_secrets()
-    store = SessionStore(settings)
-    conversation_store = ConversationStore(store.models)
+    metrics = telemetry.metrics_for(settings.stage)
+    store = SessionStore(settings, on_throttle=metrics.store_throttled)
+    conversation_store = ConversationStore(store.models, on_throttle=metrics.store_throttled)
     # Provider keys and endpoints are read where they are used; nothing is contacted here.
     providers = ProviderRegistry(build_providers(os.environ), settings.allowed_models)
-    orchestrator = Orchestrator(store, conversation_store, providers, default_tools(), settings)
+    orchestrator = Orchestrator(store, conversation_store, providers, default_tools(), settings,
+                                metrics)
     dispatcher = dispatcher or build_dispatcher(settings, orchestrator)
     service = ChatService(settings, store, conversation_store, dispatcher, providers)
     conversations = ConversationService(settings, store, conversation_store, service)
-    reaper = Reaper(store)
+    reaper = Reaper(store, metrics)
     purger = Purger(store, conversation_store)
     if settings.dispatch_mode == "thread":
         LocalHousekeeping([reaper.reap, purger.purge], settings.local_reaper_seconds).start()

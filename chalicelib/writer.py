@@ -76,8 +76,10 @@ class EventWriter:
         attempt_id: str,
         policy: FlushPolicy = FlushPolicy(),
         monotonic: Callable[[], float] = time.monotonic,
+        on_first_event: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_first_event = on_first_event
         self._session = session
         self._session_id = session.id
         self._fence = Fence(attempt_id)
@@ -94,7 +96,8 @@ class EventWriter:
         # as the last contact with the store.
         self._last_write = monotonic()
         self._last_index_renewal = self._last_write
-        self._finished = False
+        # The status of the terminal event, once written.
+        self.ended_status: str | None = None
 
     @property
     def answer(self) -> str:
@@ -211,6 +214,9 @@ class EventWriter:
         return True
 
     def _mark_written(self) -> None:
+        if self._unwritten and self._on_first_event is not None:
+            self._on_first_event()
+            self._on_first_event = None
         for event in self._unwritten:
             if event.event_type == DELTA:
                 self._answer.add(event.content or "")
@@ -219,7 +225,7 @@ class EventWriter:
 
     def _finish(self, status: str, content: str | None = None, error: str | None = None,
                 usage: TokenUsage | None = None) -> None:
-        if self._finished:
+        if self.ended_status is not None:
             raise RuntimeError(f"session {self._session_id}: the run has already ended")
         self._take_buffer()
         terminal = self._event(status, content=content, usage=usage)
@@ -234,7 +240,7 @@ class EventWriter:
             self._next_seq -= 1
             raise
         self._mark_written()
-        self._finished = True
+        self.ended_status = status
         logger.info("session %s: ended %s at seq %d", self._session_id, status, terminal.seq)
 
     def _event(self, event_type: str, created_ms: int | None = None, **fields: Any) -> EventRecord:

@@ -296,3 +296,37 @@ def test_cancel_keeps_the_usage_billed_before_the_stop(store, settings) -> None:
     assert events[-1].event_type == "cancelled"
     assert provider.streams[1].closed.is_set()
     assert store.get("s1").usage == TokenUsage(30, 4)
+
+
+def test_every_log_line_of_a_run_names_it_and_one_summary_line_ends_it(
+        store, settings, caplog) -> None:
+    import logging
+
+    from chalicelib import telemetry
+
+    class Recorded:
+        def __init__(self) -> None:
+            self.documents: list = []
+
+        def write(self, document) -> None:
+            self.documents.append(document)
+
+    sink = Recorded()
+    start(store)
+    provider = ScriptedProvider([TextChunk("partial"), ProviderError("down")])
+    orchestrator = Orchestrator(store, ConversationStore(store.models),
+                                ProviderRegistry({"demo": provider}), default_tools(), settings,
+                                telemetry.Metrics("test", sink))
+    # The filter configure_logging puts on the process's handler, here on pytest's.
+    caplog.handler.addFilter(telemetry.RunContextFilter())
+    with caplog.at_level(logging.DEBUG, logger="chalicelib"):
+        orchestrator.run("s1")
+    run_lines = [r for r in caplog.records if r.name.startswith("chalicelib")]
+    assert run_lines and all(getattr(r, "session_id", None) == "s1" for r in run_lines)
+    assert len({r.attempt_id for r in run_lines}) == 1
+    [summary] = [r for r in run_lines if r.getMessage() == "run ended: error"]
+    fields = getattr(summary, telemetry.FIELDS_ATTRIBUTE)
+    assert (fields["outcome"], fields["model"], fields["sessionId"]) == ("error", "demo", "s1")
+    assert fields["timeToFirstEventMs"] is not None
+    names = [m["Name"] for d in sink.documents for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    assert "ProviderErrors" in names and "Runs" in names
