@@ -21,7 +21,7 @@ import requests
 
 from chalicelib import clock
 from chalicelib.reaper import STOPPED_RESPONDING
-from chalicelib.records import DELTA, EventRecord, NewSession, RunEnding, TokenUsage
+from chalicelib.records import DELTA, EventRecord, RunEnding, TokenUsage
 from chalicelib.store import Fence, SessionStore
 from scripts.local_stack import end_interrupted_runs
 from tests.e2e.conftest import HOST, REPO_ROOT, RunningStack, free_ports
@@ -199,16 +199,18 @@ def start_embedded_dynamodb(port: int, data_dir: Path) -> subprocess.Popen[bytes
 
 def test_runs_left_running_are_ended_before_the_next_stack_serves(store: SessionStore,
                                                                   settings) -> None:
-    store.create(NewSession(id="claimed", owner_id="o", model="demo", message="m"))
+    from tests.builders import log, start, stored_answer
+
+    start(store, "claimed")
     store.claim_lease("claimed", "attempt-of-the-killed-stack")
     store.append("claimed", Fence("attempt-of-the-killed-stack"),
                  [EventRecord("claimed", 1, DELTA, clock.now_iso(), content="Hal")],
                  TokenUsage(3, 1))
     # Dispatched, never claimed: its lease is the claim timeout, minutes away.
-    store.create(NewSession(id="unclaimed", owner_id="o", model="demo", message="m"))
-    store.create(NewSession(id="finished", owner_id="o", model="demo", message="m"))
+    start(store, "unclaimed")
+    start(store, "finished")
     store.claim_lease("finished", "a")
-    store.finish("finished", Fence("a"), [], RunEnding(
+    store.finish(store.get("finished"), Fence("a"), [], RunEnding(
         status="done", terminal_event=EventRecord("finished", 1, "done", clock.now_iso()),
         answer="", usage=TokenUsage(1, 0)))
     finished_before = store.get("finished")
@@ -217,9 +219,8 @@ def test_runs_left_running_are_ended_before_the_next_stack_serves(store: Session
 
     assert sorted(ended) == ["claimed", "unclaimed"]
     claimed = store.get("claimed")
-    assert (claimed.status, claimed.error, claimed.answer) == ("error", STOPPED_RESPONDING, "Hal")
-    assert [(e.seq, e.event_type) for e in store.events_after("claimed", 0, 10).events] == [
-        (1, "delta"), (2, "error")]
-    assert [(e.seq, e.event_type) for e in store.events_after("unclaimed", 0, 10).events] == [
-        (1, "error")]
+    assert (claimed.status, claimed.error, stored_answer(store, "claimed")) == (
+        "error", STOPPED_RESPONDING, "Hal")
+    assert [(e.seq, e.event_type) for e in log(store, "claimed")] == [(1, "delta"), (2, "error")]
+    assert [(e.seq, e.event_type) for e in log(store, "unclaimed")] == [(1, "error")]
     assert store.get("finished") == finished_before
