@@ -133,3 +133,31 @@ def test_real_sessions_are_answered_as_the_openapi_spec_says(
     session_ids = st.sampled_from(sorted(finished_sessions.values()))
     case.path_parameters["session_id"] = data.draw(session_ids, label="session_id")
     case.call_and_validate(base_url=local_stack.api_url, session=api_http, checks=CHECKS)
+
+
+# The routes of one conversation, fuzzed with the ids of real conversations (a fuzzed DELETE
+# may remove one: later cases then check its 404s).
+conversation_routes = load_spec(
+    {"phases": {"examples": {"enabled": False}, "coverage": {"enabled": False}}}
+).include(path_regex=r"\{conversation_id\}")
+
+
+@pytest.fixture(scope="module")
+def finished_conversations(local_stack, api_http: requests.Session,
+                           finished_sessions: dict[str, str]) -> list[str]:
+    """The conversations of the finished sessions."""
+    return sorted(api_http.get(f"{local_stack.api_url}/api/chat/session/{session_id}",
+                               timeout=10).json()["conversationId"]
+                  for session_id in finished_sessions.values())
+
+
+@conversation_routes.parametrize()
+@conversation_routes.given(data=st.data())
+@settings(deadline=None)
+def test_real_conversations_are_answered_as_the_openapi_spec_says(
+    case: schemathesis.Case, data: st.DataObject, local_stack,
+    finished_conversations: list[str], api_http: requests.Session,
+) -> None:
+    ids = st.sampled_from(finished_conversations)
+    case.path_parameters["conversation_id"] = data.draw(ids, label="conversation_id")
+    case.call_and_validate(base_url=local_stack.api_url, session=api_http, checks=CHECKS)
