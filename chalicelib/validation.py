@@ -167,7 +167,7 @@ def _title(body: Mapping[str, Any], settings: Settings) -> str:
     title = _text(body, "title", required=True, max_chars=settings.max_title_chars)
     if not title.strip():
         raise InvalidRequest("title must not be empty or only white space")
-    return title
+    return title.strip()
 
 
 def _history(value: Any, settings: Settings) -> tuple[HistoryTurn, ...]:

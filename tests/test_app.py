@@ -412,3 +412,73 @@ def test_events_page_is_cut_by_size_and_says_there_is_more(client, monkeypatch) 
     assert 1 <= len(page["events"]) < len(total)
     assert page["hasMore"] is True
     assert page["lastSeq"] == page["events"][-1]["seq"]
+
+
+def test_a_throttled_store_answers_503_not_500(client, components, monkeypatch) -> None:
+    from chalicelib.dynamo import StoreThrottled
+
+    session_id = start(client)
+
+    def throttled(*args, **kwargs):
+        raise StoreThrottled("DynamoDB is throttling; try again shortly")
+
+    monkeypatch.setattr(components.store, "get", throttled)
+    for path in (f"/api/chat/session/{session_id}", f"/api/chat/session/{session_id}/events"):
+        response = client.http.get(path)
+        assert response.status_code == 503, path
+        assert response.json_body["Code"] == "ServiceUnavailableError"
+
+
+def test_an_unexpected_error_answers_503_with_no_detail(client, components, monkeypatch) -> None:
+    def broken(*args, **kwargs):
+        raise KeyError("internal detail")
+
+    monkeypatch.setattr(components.conversations, "list", broken)
+    response = client.http.get("/api/chat/conversations")
+    assert response.status_code == 503
+    assert "internal detail" not in response.json_body["Message"]
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"Host": "127.0.0.1:8000"}, 200),
+    ({"Host": "localhost:8000", "Origin": "http://127.0.0.1:8080"}, 200),
+    ({"Host": "attacker.example:8000"}, 403),
+    ({"Host": "127.0.0.1:8000", "Origin": "https://attacker.example"}, 403),
+    ({"Host": "127.0.0.1:8000", "Origin": "null"}, 403),
+])
+def test_without_auth_only_loopback_hosts_and_the_pages_origin_are_served(
+        client, components, monkeypatch, headers, status) -> None:
+    import dataclasses
+
+    import app as app_module
+    from chalicelib.auth import Authenticator
+
+    monkeypatch.setattr(app_module, "_components", dataclasses.replace(
+        components, authenticator=Authenticator("none", page_origin="http://127.0.0.1:8080")))
+    for path in ("/api/health", "/api/chat/sessions"):
+        assert client.http.get(path, headers=headers).status_code == status, path
+    started = post(client, "/api/chat/session", raw=json.dumps({"message": "hi" + FAST}),
+                   headers={**headers, "Content-Type": "text/plain"})
+    assert started.status_code == (202 if status == 200 else 403)
+
+
+def test_an_events_page_of_emoji_stays_under_the_limit_in_its_real_json(
+        client, components, monkeypatch) -> None:
+    from chalicelib import service
+    from chalicelib.store import Fence
+    from chalicelib.records import DELTA, EventRecord, TokenUsage
+    from chalicelib import clock
+
+    use_dispatcher(components, monkeypatch, RecordingDispatcher())
+    session_id = start(client, message="emoji")
+    components.store.claim_lease(session_id, "a1")
+    components.store.append(session_id, Fence("a1"), [
+        EventRecord(session_id, seq, DELTA, clock.now_iso(), content="😀" * 500)
+        for seq in range(1, 21)], TokenUsage())
+    monkeypatch.setattr(service, "MAX_PAGE_BYTES", 30_000)
+    response = client.http.get(f"/api/chat/session/{session_id}/events?limit=1000")
+    page = response.json_body
+    # Each event is ~6 KB of JSON (an emoji is escaped as 12 bytes), not the 2 KB its
+    # characters would suggest.
+    assert len(response.body) <= 30_000 + 1_000
+    assert 1 <= len(page["events"]) < 20 and page["hasMore"]

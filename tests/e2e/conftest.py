@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,8 @@ class RunningStack:
     _reader: threading.Thread
     # The stack and its children once it was up, for the leftovers check and cleanup.
     started_processes: list[ProcessIdentity] = field(default_factory=list)
+    # A data directory made for this stack alone: removed once it has stopped.
+    own_data_dir: Path | None = None
 
     def banner(self) -> str:
         """Return the stack's output up to its banner, which it prints just after health answers."""
@@ -130,7 +133,13 @@ class RunningStack:
                 f"{signal.Signals(signum).name}; output:\n{self.output.text()}"
             )
         self._reader.join(timeout=5.0)
+        self._remove_own_data()
         return code
+
+    def _remove_own_data(self) -> None:
+        if self.own_data_dir is not None and not self.leftovers():
+            shutil.rmtree(self.own_data_dir, ignore_errors=True)
+            self.own_data_dir = None
 
     def kill(self) -> None:
         """SIGKILL the stack and every process of it still running (cleanup after a failure)."""
@@ -142,6 +151,7 @@ class RunningStack:
                 except ProcessLookupError:
                     pass
         self.process.wait()
+        self._remove_own_data()
 
 
 def start_stack(extra_env: Mapping[str, str] | None = None,
@@ -162,7 +172,10 @@ def start_stack(extra_env: Mapping[str, str] | None = None,
     }
     # Each test stack keeps its data apart from the developer's .local/ (and from each other),
     # unless a test chose a directory to restart a stack on.
-    env.setdefault("BACKCHAT_DATA_DIR", tempfile.mkdtemp(prefix="backchat-e2e-"))
+    own_data_dir = None
+    if "BACKCHAT_DATA_DIR" not in env:
+        own_data_dir = Path(tempfile.mkdtemp(prefix="backchat-e2e-"))
+        env["BACKCHAT_DATA_DIR"] = str(own_data_dir)
     process = subprocess.Popen(
         [sys.executable, "-m", "scripts.local_stack"],
         cwd=REPO_ROOT,
@@ -182,6 +195,7 @@ def start_stack(extra_env: Mapping[str, str] | None = None,
         process=process,
         output=output,
         _reader=output.follow(process),
+        own_data_dir=own_data_dir,
     )
     try:
         _wait_for_health(stack)
