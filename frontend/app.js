@@ -7,7 +7,8 @@ import { chooseLocale, translator } from "./i18n.js";
 import { POLL_DEFAULTS } from "./poller.js";
 import { isRunning } from "./reconcile.js";
 import { TurnRuns } from "./runs.js";
-import { ChatStore, memoryStorage, STORAGE_KEYS } from "./store.js";
+import { memoryStorage } from "./storage.js";
+import { ChatStore, STORAGE_KEYS } from "./store.js";
 import { ServerSync } from "./sync.js";
 import { isTerminal } from "./turn.js";
 import { SignIn } from "./signin.js";
@@ -41,7 +42,8 @@ class ChatApp {
         gone: (id) => this.gone(id),
         failed: (error) => this.view.showNotice(this.t("readFailed", { message: error.message })),
       },
-      busy: () => this.store.conversations.some((conversation) => isRunning(conversation) && !this.store.hasUnfinished(conversation)),
+      busy: () => this.store.conversations.some(
+        (conversation) => isRunning(conversation) && !this.store.hasUnfinished(conversation)),
       visible: () => this.view.isVisible(),
     });
   }
@@ -206,7 +208,9 @@ class ChatApp {
     else if (error.status === 404) this.store.fail(turn, this.t("conversationGone"));
     else this.store.fail(turn, error.message);
     this.changed(turn);
-    if ((error.status === 409 || error.status === 404) && !conversation.draft) this.sync.readConversation(conversation.id);
+    if ((error.status === 409 || error.status === 404) && !conversation.draft) {
+      this.sync.readConversation(conversation.id);
+    }
   }
 
   ended(conversation, turn) {

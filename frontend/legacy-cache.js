@@ -2,6 +2,7 @@
 // where the page was the only copy) into the current cache's shape, once, and removes it.
 // Pure: no DOM, no network; the Storage is passed in.
 
+import { readJson, removeKey } from "./storage.js";
 import { normalizeTurn } from "./turn.js";
 
 /** The old keys. `backchat.v1.auth` (the sign-in's) is not one of them: it is still in use. */
@@ -14,15 +15,6 @@ export const LEGACY_KEYS = Object.freeze({
 // The server took the old page's conversation ids over only where they fit its own id syntax.
 const SERVER_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
-function read(storage, key) {
-  try {
-    const text = storage.getItem(key);
-    return text === null ? null : JSON.parse(text);
-  } catch {
-    return null;
-  }
-}
-
 /**
  * Return the old page's data as {conversations, currentId}, or null if there is none; remove it.
  *
@@ -33,11 +25,11 @@ function read(storage, key) {
  * and anything unreadable. The server's list then decides which conversations stay.
  */
 export function takeLegacyCache(storage) {
-  const stored = read(storage, LEGACY_KEYS.conversations);
-  const current = read(storage, LEGACY_KEYS.current);
+  const stored = readJson(storage, LEGACY_KEYS.conversations);
+  const current = readJson(storage, LEGACY_KEYS.current);
   const present = Object.values(LEGACY_KEYS).some((key) => storage.getItem(key) !== null);
   if (!present) return null;
-  for (const key of Object.values(LEGACY_KEYS)) storage.removeItem(key);
+  for (const key of Object.values(LEGACY_KEYS)) removeKey(storage, key);
   const conversations = (Array.isArray(stored) ? stored : []).map(fromLegacy).filter(Boolean);
   const currentId = conversations.some((conversation) => conversation.id === current) ? current : null;
   return { conversations, currentId };

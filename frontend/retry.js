@@ -3,7 +3,7 @@
 
 import { backoffDelay, POLL_DEFAULTS } from "./poller.js";
 
-export function sleep(ms) {
+function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 

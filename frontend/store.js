@@ -4,6 +4,7 @@
 // Storage is passed in, so this module also runs under node.
 
 import { takeLegacyCache } from "./legacy-cache.js";
+import { readJson, writeJson } from "./storage.js";
 import { applySummary, conversationFromServer, mergeListPage, mergeTurns } from "./reconcile.js";
 import { isTerminal, newTurn, normalizeTurn, randomId } from "./turn.js";
 
@@ -53,16 +54,6 @@ function normalizeConversation(raw) {
   };
 }
 
-/** Return a Storage that lives only as long as the page, for browsers that refuse localStorage. */
-export function memoryStorage() {
-  const items = new Map();
-  return {
-    getItem: (key) => (items.has(key) ? items.get(key) : null),
-    setItem: (key, value) => items.set(key, String(value)),
-    removeItem: (key) => items.delete(key),
-  };
-}
-
 /** Conversations and their turns, cached in a Storage (localStorage, or any getItem/setItem). */
 export class ChatStore {
   constructor(storage, { now = () => new Date().toISOString() } = {}) {
@@ -78,10 +69,10 @@ export class ChatStore {
 
   /** Read the cache (or the old page's data, once); anything unreadable is dropped. */
   load() {
-    const stored = this.read(STORAGE_KEYS.conversations);
+    const stored = readJson(this.storage, STORAGE_KEYS.conversations);
     if (Array.isArray(stored)) {
       this.conversations = stored.map(normalizeConversation).filter(Boolean);
-      this.currentId = this.read(STORAGE_KEYS.current);
+      this.currentId = readJson(this.storage, STORAGE_KEYS.current);
     } else {
       const legacy = takeLegacyCache(this.storage);
       this.conversations = legacy ? legacy.conversations : [];
@@ -103,8 +94,8 @@ export class ChatStore {
         ? conversation
         : { ...conversation, turns: null }
     ));
-    this.write(STORAGE_KEYS.conversations, kept);
-    this.write(STORAGE_KEYS.current, this.currentId);
+    writeJson(this.storage, STORAGE_KEYS.conversations, kept);
+    writeJson(this.storage, STORAGE_KEYS.current, this.currentId);
   }
 
   /** Return a mark to compare changes against (see touchedSince). */
@@ -286,23 +277,5 @@ export class ChatStore {
     this.conversations = this.conversations.filter((candidate) => candidate !== conversation);
     if (this.currentId === id) this.currentId = null;
     return (conversation.turns || []).filter((turn) => !isTerminal(turn.status));
-  }
-
-  read(key) {
-    try {
-      const text = this.storage.getItem(key);
-      return text === null ? null : JSON.parse(text);
-    } catch {
-      return null;
-    }
-  }
-
-  write(key, value) {
-    try {
-      this.storage.setItem(key, JSON.stringify(value));
-    } catch (error) {
-      // Full or disabled storage: the page keeps working from the server, without a cache.
-      console.warn(`backchat: could not save ${key}`, error);
-    }
   }
 }

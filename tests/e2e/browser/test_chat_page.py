@@ -201,7 +201,8 @@ def test_failed_run_shows_the_error_and_retry_sends_it_again_as_a_new_turn(chat:
         shown = turn.get_by_test_id("answer").text_content()
         assert shown == chat.rendered_markdown_text(chat.session(started["sessionId"])["answer"])
     served = chat.conversation(first["conversationId"])["turns"]
-    assert [(t["sessionId"], t["status"]) for t in served] == [(first["sessionId"], "error"), (second["sessionId"], "error")]
+    assert [(t["sessionId"], t["status"]) for t in served] == [
+        (first["sessionId"], "error"), (second["sessionId"], "error")]
 
 
 def test_markup_in_user_text_and_model_output_is_shown_as_text_and_runs_nothing(chat: ChatPage) -> None:

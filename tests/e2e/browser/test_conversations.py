@@ -83,6 +83,12 @@ def first_polls(chat: ChatPage) -> dict[str, int]:
 
 
 @pytest.fixture
+def unopened(page: Any, local_stack: RunningStack) -> ChatPage:
+    """The page's test handle before the page is opened: for tests that prepare the server first."""
+    return ChatPage(page, local_stack.api_url, local_stack.web_url)
+
+
+@pytest.fixture
 def second_browser(browser: Browser, local_stack: RunningStack) -> Iterator[ChatPage]:
     """Another browser (a context of its own: no shared storage), with the page open."""
     context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 800})
@@ -94,11 +100,9 @@ def second_browser(browser: Browser, local_stack: RunningStack) -> Iterator[Chat
     context.close()
 
 
-def test_the_list_comes_from_the_server_newest_first_with_older_pages_on_request(
-    page: Any, local_stack: RunningStack,
-) -> None:
+def test_the_list_comes_from_the_server_newest_first_with_older_pages_on_request(unopened: ChatPage) -> None:
     titles = [unique(f"Listed {n}") for n in range(3)]
-    chat = ChatPage(page, local_stack.api_url, local_stack.web_url)
+    chat, page = unopened, unopened.page
     for title in titles:
         run_elsewhere(chat, f"{title}\n{QUICK_RUN}")
     # The real API, asked for pages of two conversations instead of the page's fifty.
@@ -124,10 +128,10 @@ def test_the_list_comes_from_the_server_newest_first_with_older_pages_on_request
 
 
 def test_opening_a_conversation_reads_all_its_turns_and_a_follow_up_sends_no_history(
-    page: Any, local_stack: RunningStack,
+    unopened: ChatPage,
 ) -> None:
     title = unique("Two turns elsewhere")
-    chat = ChatPage(page, local_stack.api_url, local_stack.web_url)
+    chat, page = unopened, unopened.page
     first = run_elsewhere(chat, f"{title}\n{QUICK_RUN}")
     run_elsewhere(chat, f"And a second one. {QUICK_RUN}", first["conversationId"])
     # One turn per page, so reading the conversation takes every page.
@@ -145,7 +149,8 @@ def test_opening_a_conversation_reads_all_its_turns_and_a_follow_up_sends_no_his
         expect(turn.get_by_test_id("user-text")).to_have_text(expected["message"])
         assert turn.get_by_test_id("answer").text_content() == chat.rendered_markdown_text(expected["answer"])
         expect(turn.get_by_test_id("usage")).to_have_text(
-            f"Tokens: {expected['inputTokens']} in · {expected['outputTokens']} out · {expected['totalTokens']} total")
+            f"Tokens: {expected['inputTokens']} in · {expected['outputTokens']} out · "
+            f"{expected['totalTokens']} total")
     assert page.url.endswith(f"#c={first['conversationId']}")
 
     request, started = chat.send_and_capture_start(f"A third, from the page. {QUICK_RUN}")
@@ -276,10 +281,10 @@ def test_a_second_browser_sees_the_first_ones_conversation_and_each_sees_the_oth
 
 
 def test_a_message_sent_while_another_device_runs_a_turn_is_refused_readably_then_retried(
-    page: Any, local_stack: RunningStack,
+    unopened: ChatPage,
 ) -> None:
     title = unique("Busy elsewhere")
-    chat = ChatPage(page, local_stack.api_url, local_stack.web_url)
+    chat, page = unopened, unopened.page
     first = run_elsewhere(chat, f"{title}\n{QUICK_RUN}")
     page.goto(f"{chat.web_url}/#c={first['conversationId']}")
     expect(chat.turns).to_have_count(1)
@@ -305,15 +310,16 @@ def test_a_message_sent_while_another_device_runs_a_turn_is_refused_readably_the
     assert retried.value.status == 202
     chat.wait_for_status(turn, "done")
     served = chat.conversation(first["conversationId"])["turns"]
-    assert [t["sessionId"] for t in served] == [first["sessionId"], other["sessionId"], retried.value.json()["sessionId"]]
+    retried_id = retried.value.json()["sessionId"]
+    assert [t["sessionId"] for t in served] == [first["sessionId"], other["sessionId"], retried_id]
     expect(chat.turns).to_have_count(3)
 
 
 def test_the_old_pages_local_data_is_taken_over_where_the_server_has_it_and_dropped_otherwise(
-    page: Any, local_stack: RunningStack,
+    unopened: ChatPage,
 ) -> None:
     title = unique("Kept by the old page")
-    chat = ChatPage(page, local_stack.api_url, local_stack.web_url)
+    chat, page = unopened, unopened.page
     started = run_elsewhere(chat, f"{title}\n{QUICK_RUN}")
     session = chat.session(started["sessionId"])
     # What the old page kept: the conversation the server has (with a step only the page saw), one
