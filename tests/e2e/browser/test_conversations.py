@@ -292,7 +292,7 @@ def test_a_message_sent_while_another_device_runs_a_turn_is_refused_readably_the
     expect(chat.conversation_item(title)).to_have_count(1)
 
     # Another device starts a turn this page has not heard of yet.
-    other = start_elsewhere(chat, "From the other device. [demo rate=20 tokens=60]", first["conversationId"])
+    other = start_elsewhere(chat, "From the other device. [demo rate=40 tokens=60]", first["conversationId"])
     mine = f"Mine, too early. {QUICK_RUN}"
     with page.expect_response(chat.is_start) as refused:
         chat.send(mine)
