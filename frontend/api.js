@@ -37,12 +37,13 @@ export class ApiClient {
     this.gate = gate;
   }
 
-  /** Start a background run; resolves to {sessionId, status, model, createdAt}. */
-  startSession({ message, history, conversationId, title, model }, { idempotencyKey } = {}) {
-    const body = { message, history };
-    if (conversationId) body.conversationId = conversationId;
-    if (title) body.title = title;
-    if (model) body.model = model;
+  /**
+   * Start a background run as a turn: of the conversation `conversationId`, or of a new one
+   * without it (the server names it from the message). Resolves to {sessionId, conversationId,
+   * status, model, createdAt}. The server builds the model's history from the earlier turns.
+   */
+  startSession({ message, conversationId }, { idempotencyKey } = {}) {
+    const body = conversationId ? { message, conversationId } : { message };
     const headers = idempotencyKey ? { "Idempotency-Key": idempotencyKey } : {};
     return this.request("POST", "/api/chat/session", { body, headers });
   }
@@ -74,11 +75,30 @@ export class ApiClient {
    * header instead of the gate's and let a 401 through as an ApiError (checking a key before keeping it).
    */
   listSessions({ limit } = {}, { authorization, timeoutMs } = {}) {
-    const query = limit ? `?${new URLSearchParams({ limit: String(limit) })}` : "";
-    return this.request("GET", `/api/chat/sessions${query}`, { authorization, timeoutMs });
+    return this.request("GET", `/api/chat/sessions${pageQuery({ limit })}`, { authorization, timeoutMs });
   }
 
-  async request(method, path, { body, headers = {}, timeoutMs, authorization } = {}) {
+  /** Return a page of the caller's conversations, most recently active first: {conversations, nextCursor}. */
+  listConversations({ limit, cursor } = {}) {
+    return this.request("GET", `/api/chat/conversations${pageQuery({ limit, cursor })}`);
+  }
+
+  /** Return a conversation and a page of its turns, oldest first: {id, title, ..., turns, nextCursor}. */
+  getConversation(conversationId, { limit, cursor } = {}) {
+    return this.request("GET", `${conversationPath(conversationId)}${pageQuery({ limit, cursor })}`);
+  }
+
+  /** Give a conversation a new title; resolves to the conversation. */
+  renameConversation(conversationId, title) {
+    return this.request("PATCH", conversationPath(conversationId), { body: { title } });
+  }
+
+  /** Delete a conversation (its running turn is cancelled); resolves to null (204). */
+  deleteConversation(conversationId) {
+    return this.request("DELETE", conversationPath(conversationId), { expectBody: false });
+  }
+
+  async request(method, path, { body, headers = {}, timeoutMs, authorization, expectBody = true } = {}) {
     const gated = authorization === undefined && this.gate !== null;
     for (;;) {
       const credential = gated ? await this.gate.authorization() : authorization;
@@ -102,7 +122,7 @@ export class ApiClient {
         const message = (payload && payload.Message) || `${response.status} ${response.statusText}`.trim();
         throw new ApiError(message, { status: response.status, code: (payload && payload.Code) || "HttpError" });
       }
-      if (payload === null) {
+      if (payload === null && expectBody) {
         // A cut-off body is as good as no answer: the same request is worth retrying.
         throw new ApiError(`${method} ${path} answered without a JSON body`, { code: "BadResponse" });
       }
@@ -154,6 +174,19 @@ export class UserPoolEndpoints {
     }
     return payload;
   }
+}
+
+function conversationPath(conversationId) {
+  return `/api/chat/conversations/${encodeURIComponent(conversationId)}`;
+}
+
+/** Return "?limit=..&cursor=.." with the parameters given, or "" for none. */
+function pageQuery({ limit, cursor }) {
+  const query = new URLSearchParams();
+  if (limit) query.set("limit", String(limit));
+  if (cursor) query.set("cursor", cursor);
+  const text = query.toString();
+  return text ? `?${text}` : "";
 }
 
 /** fetch with a timeout; no answer at all becomes an ApiError with status 0. */

@@ -3,6 +3,8 @@
 // no network; the storages and the user pool's token endpoint (api.js) are passed in, so node can
 // load it.
 
+import { readJson, removeKey, writeJson } from "./storage.js";
+
 /** localStorage: the signed-in credential, {kind: "apikey", key} or {kind: "cognito", ...tokens}. */
 export const AUTH_STORAGE_KEY = "backchat.v1.auth";
 /** sessionStorage: this tab's sign-in in progress (state and PKCE verifier), until the redirect returns. */
@@ -75,7 +77,7 @@ export function withoutCallbackParameters(href) {
 
 /** Remove every key the page keeps (credentials, conversations, unfinished runs) from a Storage. */
 export function forgetLocalData(storage) {
-  // The in-memory stand-in for disabled storage (store.js) cannot list keys; it dies with the page.
+  // The in-memory stand-in for disabled storage (storage.js) cannot list keys; it dies with the page.
   if (typeof storage.key !== "function") return;
   const keys = [];
   for (let index = 0; index < storage.length; index += 1) {
@@ -101,32 +103,6 @@ export function closableStorage(storage) {
       closed = true;
     },
   };
-}
-
-function readJson(storage, key) {
-  try {
-    const text = storage.getItem(key);
-    return text === null ? null : JSON.parse(text);
-  } catch {
-    return null;
-  }
-}
-
-function writeJson(storage, key, value) {
-  try {
-    storage.setItem(key, JSON.stringify(value));
-  } catch (error) {
-    // Storage full or disabled: signed in for this page's lifetime only.
-    console.warn(`backchat: could not save ${key}`, error);
-  }
-}
-
-function remove(storage, key) {
-  try {
-    storage.removeItem(key);
-  } catch {
-    // Disabled storage holds nothing to remove.
-  }
 }
 
 /** An API key, kept in localStorage and sent as `Authorization: Bearer <key>`. */
@@ -169,7 +145,7 @@ export class ApiKeyCredentials {
 
   forget() {
     this.key = null;
-    remove(this.storage, AUTH_STORAGE_KEY);
+    removeKey(this.storage, AUTH_STORAGE_KEY);
   }
 }
 
@@ -233,7 +209,7 @@ export class CognitoCredentials {
   async completeSignIn(search) {
     const params = new URLSearchParams(search);
     const pending = readJson(this.sessionStorage, SIGN_IN_STORAGE_KEY);
-    remove(this.sessionStorage, SIGN_IN_STORAGE_KEY);
+    removeKey(this.sessionStorage, SIGN_IN_STORAGE_KEY);
     if (!pending || typeof pending.state !== "string" || params.get("state") !== pending.state) {
       // Not the answer to this tab's request (forged, replayed, or another tab's): never exchanged.
       throw new SignInError("signInStateMismatch");
@@ -339,7 +315,7 @@ export class CognitoCredentials {
   forget() {
     const refreshToken = this.tokens ? this.tokens.refreshToken : null;
     this.tokens = null;
-    remove(this.storage, AUTH_STORAGE_KEY);
+    removeKey(this.storage, AUTH_STORAGE_KEY);
     return refreshToken;
   }
 

@@ -1,7 +1,7 @@
 // Follow one session's event log from a seq until it is complete. No DOM; the network goes
 // through the `getEvents` function it is given (ApiClient.getEvents in the page).
 
-import { isTerminal } from "./store.js";
+import { isTerminal } from "./turn.js";
 
 export const POLL_DEFAULTS = Object.freeze({
   // Pause between polls. Short, because each poll is a long-poll: the server holds it until

@@ -141,6 +141,8 @@ export class SignIn {
       // The hosted UI ends its own session too, then sends the browser back to the page.
       this.location.assign(this.credentials.logoutUrl());
     } else {
+      // Without the address's conversation: whoever signs in next starts from a new chat.
+      this.history.replaceState(null, "", this.location.href.split("#")[0]);
       this.location.reload();
     }
   }

@@ -1,24 +1,24 @@
-// The page's state (conversations, their turns, unfinished runs) and its copy in localStorage.
-// Pure: no DOM, no network. The storage is passed in, so this module also runs under node.
+// The page's conversations and their turns, and their cache in localStorage. The server is the
+// truth (reconcile.js merges what it says in); the cache lets the page show a conversation at
+// once and resume the runs it follows from the seq it had. Pure: no DOM, no network; the
+// Storage is passed in, so this module also runs under node.
+
+import { takeLegacyCache } from "./legacy-cache.js";
+import { readJson, writeJson } from "./storage.js";
+import { applySummary, conversationFromServer, mergeListPage, mergeTurns } from "./reconcile.js";
+import { isTerminal, newTurn, normalizeTurn, randomId } from "./turn.js";
 
 export const STORAGE_KEYS = Object.freeze({
-  conversations: "backchat.v1.conversations",
-  pending: "backchat.v1.pending",
-  current: "backchat.v1.current",
+  conversations: "backchat.v2.conversations",
+  current: "backchat.v2.current",
 });
 
-export const TERMINAL_STATUSES = Object.freeze(["done", "error", "cancelled"]);
+// Turns are cached for this many of the most recently active conversations (and for the one on
+// screen, and any with a turn going); the others keep only their list entry and are read again.
+export const CACHED_CONVERSATIONS = 20;
 const TITLE_LENGTH = 60;
-
-export function isTerminal(status) {
-  return TERMINAL_STATUSES.includes(status);
-}
-
-/** Return a random id (hex); works where crypto.randomUUID does not (plain-http hosts). */
-export function randomId() {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
-}
+// A conversation the server has not named yet: the first turn's start is not answered.
+const DRAFT_PREFIX = "draft:";
 
 /** Return a conversation title from its first message: first line, at most 60 characters. */
 export function titleFrom(message) {
@@ -27,186 +27,111 @@ export function titleFrom(message) {
   return chars.length > TITLE_LENGTH ? `${chars.slice(0, TITLE_LENGTH - 1).join("")}…` : line;
 }
 
-/** Return a fresh turn: the user's message, waiting to be started as a session. */
-export function newTurn(message, { id = randomId(), now = new Date().toISOString() } = {}) {
-  return {
-    id,
-    user: message,
-    createdAt: now,
-    status: "sending",
-    sessionId: null,
-    // Sent with the start request, so a start retried after a lost answer or a reload
-    // returns the same session instead of starting a second run.
-    idempotencyKey: randomId(),
-    model: null,
-    lastSeq: 0,
-    answer: "",
-    steps: [],
-    usage: null,
-    error: null,
-    cancelRequested: false,
-  };
-}
-
-/**
- * Apply one event to a turn, in place. Return false, changing nothing, for an event at or below
- * the turn's last applied seq: replays after a reload or a retried poll are harmless.
- */
-export function applyEvent(turn, event) {
-  if (!(Number.isInteger(event.seq) && event.seq > turn.lastSeq) || isTerminal(turn.status)) {
-    return false;
-  }
-  const content = typeof event.content === "string" ? event.content : "";
-  switch (event.eventType) {
-    case "thinking": {
-      const last = turn.steps[turn.steps.length - 1];
-      if (last && last.kind === "thinking") last.text += content;
-      else turn.steps.push({ kind: "thinking", text: content });
-      break;
-    }
-    case "tool_call":
-      turn.steps.push({
-        kind: "tool",
-        toolCallId: event.toolCallId || "",
-        toolName: event.toolName || "",
-        toolInput: event.toolInput ?? null,
-        result: null,
-      });
-      break;
-    case "tool_result": {
-      const call = turn.steps.find((step) => step.kind === "tool" && step.toolCallId === event.toolCallId);
-      if (call) call.result = content;
-      else turn.steps.push({ kind: "tool", toolCallId: event.toolCallId || "", toolName: "", toolInput: null, result: content });
-      break;
-    }
-    case "delta":
-      turn.answer += content;
-      break;
-    case "done":
-      turn.status = "done";
-      turn.usage = event.usage || null;
-      break;
-    case "error":
-      turn.status = "error";
-      turn.error = content;
-      break;
-    case "cancelled":
-      turn.status = "cancelled";
-      break;
-    default:
-      // An event type this page does not know yet: skip it, but count it as seen.
-      break;
-  }
-  if (turn.status === "sending") turn.status = "running";
-  turn.lastSeq = event.seq;
-  return true;
-}
-
-/** Apply events in seq order; return true if any of them was new. */
-export function applyEvents(turn, events) {
-  const ordered = [...events].sort((a, b) => a.seq - b.seq);
-  let changed = false;
-  for (const event of ordered) changed = applyEvent(turn, event) || changed;
-  return changed;
-}
-
-/** Return the {role, content} history a turn is sent with: the finished turns before it. */
-export function historyBefore(conversation, turn) {
-  const history = [];
-  for (const earlier of conversation.turns) {
-    if (earlier === turn) break;
-    // A turn that produced no text (an early error) would leave two user messages in a row,
-    // which some providers refuse; the user saw no answer there either.
-    if (!isTerminal(earlier.status) || earlier.answer === "") continue;
-    history.push({ role: "user", content: earlier.user }, { role: "assistant", content: earlier.answer });
-  }
-  return history;
-}
-
-function normalizeTurn(raw) {
-  if (!raw || typeof raw !== "object" || typeof raw.id !== "string" || typeof raw.user !== "string") return null;
-  const turn = { ...newTurn(raw.user, { id: raw.id, now: raw.createdAt }), ...raw };
-  if (!Array.isArray(turn.steps)) turn.steps = [];
-  if (typeof turn.answer !== "string") turn.answer = "";
-  if (!Number.isInteger(turn.lastSeq) || turn.lastSeq < 0) turn.lastSeq = 0;
-  if (!["sending", "running", ...TERMINAL_STATUSES].includes(turn.status)) turn.status = "running";
-  if (turn.status === "running" && !turn.sessionId) turn.status = "sending";
-  return turn;
+function newestFirst(a, b) {
+  if (a.draft !== b.draft) return a.draft ? -1 : 1;
+  return a.updatedAt < b.updatedAt ? 1 : a.updatedAt > b.updatedAt ? -1 : 0;
 }
 
 function normalizeConversation(raw) {
-  if (!raw || typeof raw !== "object" || typeof raw.id !== "string" || !Array.isArray(raw.turns)) return null;
+  if (!raw || typeof raw !== "object" || typeof raw.id !== "string") return null;
+  const draft = raw.id.startsWith(DRAFT_PREFIX);
+  // Turns that ended here without reaching the server (a refused start) were only a message.
+  const turns = Array.isArray(raw.turns)
+    ? raw.turns.map(normalizeTurn).filter((turn) => turn && (turn.sessionId || turn.status === "sending"))
+    : null;
+  if (draft && !(turns && turns.length)) return null;
+  const text = (value) => (typeof value === "string" ? value : "");
   return {
     id: raw.id,
-    title: typeof raw.title === "string" ? raw.title : "",
-    createdAt: raw.createdAt || "",
-    updatedAt: raw.updatedAt || raw.createdAt || "",
-    turns: raw.turns.map(normalizeTurn).filter(Boolean),
+    draft,
+    title: text(raw.title),
+    createdAt: text(raw.createdAt),
+    updatedAt: text(raw.updatedAt || raw.createdAt),
+    turnCount: Number.isInteger(raw.turnCount) ? raw.turnCount : 0,
+    lastSessionId: typeof raw.lastSessionId === "string" ? raw.lastSessionId : null,
+    lastStatus: typeof raw.lastStatus === "string" ? raw.lastStatus : null,
+    turns,
   };
 }
 
-/** Return a Storage that lives only as long as the page, for browsers that refuse localStorage. */
-export function memoryStorage() {
-  const items = new Map();
-  return {
-    getItem: (key) => (items.has(key) ? items.get(key) : null),
-    setItem: (key, value) => items.set(key, String(value)),
-    removeItem: (key) => items.delete(key),
-  };
-}
-
-/** Conversations and unfinished runs, kept in a Storage (localStorage, or any getItem/setItem). */
+/** Conversations and their turns, cached in a Storage (localStorage, or any getItem/setItem). */
 export class ChatStore {
   constructor(storage, { now = () => new Date().toISOString() } = {}) {
     this.storage = storage;
     this.now = now;
     this.conversations = [];
     this.currentId = null;
+    // When each conversation or turn last changed here (not stored): a server answer asked
+    // for before that change must not undo it.
+    this.clock = 0;
+    this.touched = new WeakMap();
   }
 
-  /** Read the stored state; anything unreadable is dropped rather than breaking the page. */
+  /** Read the cache (or the old page's data, once); anything unreadable is dropped. */
   load() {
-    const stored = this.read(STORAGE_KEYS.conversations);
-    this.conversations = Array.isArray(stored) ? stored.map(normalizeConversation).filter(Boolean) : [];
-    const current = this.read(STORAGE_KEYS.current);
-    this.currentId = this.conversation(current) ? current : null;
+    const stored = readJson(this.storage, STORAGE_KEYS.conversations);
+    if (Array.isArray(stored)) {
+      this.conversations = stored.map(normalizeConversation).filter(Boolean);
+      this.currentId = readJson(this.storage, STORAGE_KEYS.current);
+    } else {
+      const legacy = takeLegacyCache(this.storage);
+      this.conversations = legacy ? legacy.conversations : [];
+      this.currentId = legacy ? legacy.currentId : null;
+    }
+    if (typeof this.currentId !== "string" || (this.currentId.startsWith(DRAFT_PREFIX) && !this.current())) {
+      this.currentId = null;
+    }
   }
 
   /**
-   * Write the state. The conversations hold each turn's text together with the seq it is complete
-   * up to, in one value, so a reload never sees text without its seq or the other way round.
-   * `pending` lists the unfinished turns with that same seq: the runs to resume on the next load.
+   * Write the cache: the conversation list, each cached conversation's turns (every turn's text
+   * together with the seq it is complete up to, in one value), and the one on screen.
    */
   save() {
-    this.write(STORAGE_KEYS.conversations, this.conversations);
-    this.write(STORAGE_KEYS.pending, this.pending());
-    this.write(STORAGE_KEYS.current, this.currentId);
+    const cached = new Set(this.sorted().slice(0, CACHED_CONVERSATIONS));
+    const kept = this.conversations.map((conversation) => (
+      cached.has(conversation) || conversation.id === this.currentId || this.hasUnfinished(conversation)
+        ? conversation
+        : { ...conversation, turns: null }
+    ));
+    writeJson(this.storage, STORAGE_KEYS.conversations, kept);
+    writeJson(this.storage, STORAGE_KEYS.current, this.currentId);
   }
 
-  /** Return the unfinished turns as {conversationId, turnId, sessionId, lastSeq}. */
-  pending() {
-    return this.unfinished().map(({ conversation, turn }) => ({
-      conversationId: conversation.id,
-      turnId: turn.id,
-      sessionId: turn.sessionId,
-      lastSeq: turn.lastSeq,
-    }));
+  /** Return a mark to compare changes against (see touchedSince). */
+  mark() {
+    return this.clock;
   }
 
-  /** Return every turn not yet ended, with its conversation, oldest conversation first. */
+  /** Note that a conversation or a turn changed here now. */
+  touch(item) {
+    this.clock += 1;
+    this.touched.set(item, this.clock);
+  }
+
+  /** True if the item changed here after `mark` was taken. */
+  touchedSince(item, mark) {
+    return (this.touched.get(item) || 0) > mark;
+  }
+
+  hasUnfinished(conversation) {
+    return (conversation.turns || []).some((turn) => !isTerminal(turn.status));
+  }
+
+  /** Return every turn not yet ended, with its conversation. */
   unfinished() {
     const found = [];
     for (const conversation of this.conversations) {
-      for (const turn of conversation.turns) {
+      for (const turn of conversation.turns || []) {
         if (!isTerminal(turn.status)) found.push({ conversation, turn });
       }
     }
     return found;
   }
 
-  /** Return the conversations, most recently active first. */
+  /** Return the conversations as the list shows them: drafts, then most recently active first. */
   sorted() {
-    return [...this.conversations].sort((a, b) => (a.updatedAt < b.updatedAt ? 1 : a.updatedAt > b.updatedAt ? -1 : 0));
+    return [...this.conversations].sort(newestFirst);
   }
 
   conversation(id) {
@@ -217,51 +142,97 @@ export class ChatStore {
     return this.conversation(this.currentId);
   }
 
+  /**
+   * Make a conversation the one on screen (null: a new chat) and return it. One the page does
+   * not have yet (named by the address) is added with its turns unknown, to be read.
+   */
+  open(id) {
+    if (id && !this.conversation(id)) {
+      if (id.startsWith(DRAFT_PREFIX)) id = null;
+      else this.conversations.push(conversationFromServer({ id }));
+    }
+    this.currentId = id || null;
+    return this.current();
+  }
+
   /** Return {conversation, turn} for a turn id, or null. */
   locate(turnId) {
     for (const conversation of this.conversations) {
-      const turn = conversation.turns.find((candidate) => candidate.id === turnId);
+      const turn = (conversation.turns || []).find((candidate) => candidate.id === turnId);
       if (turn) return { conversation, turn };
     }
     return null;
   }
 
-  /** Start a conversation with its first message; it becomes the current one. */
-  createConversation(firstMessage) {
+  /** Start a draft conversation with its first message; it becomes the current one. */
+  createDraft(firstMessage) {
     const now = this.now();
-    const conversation = { id: randomId(), title: titleFrom(firstMessage), createdAt: now, updatedAt: now, turns: [] };
+    const conversation = {
+      id: `${DRAFT_PREFIX}${randomId()}`, draft: true, title: titleFrom(firstMessage), createdAt: now,
+      updatedAt: now, turnCount: 0, lastSessionId: null, lastStatus: null, turns: [],
+    };
     this.conversations.push(conversation);
     this.currentId = conversation.id;
+    this.touch(conversation);
     return conversation;
   }
 
-  /** Forget a conversation locally; return its unfinished turns (their runs go on server-side). */
-  deleteConversation(id) {
-    const conversation = this.conversation(id);
-    if (!conversation) return [];
-    this.conversations = this.conversations.filter((candidate) => candidate !== conversation);
-    if (this.currentId === id) this.currentId = null;
-    return conversation.turns.filter((turn) => !isTerminal(turn.status));
-  }
-
+  /**
+   * Add a turn with the user's message. Turns that ended here without reaching the server
+   * (a refused start) are dropped first: the user has moved on, and the server never had them.
+   */
   addTurn(conversation, message) {
     const turn = newTurn(message, { now: this.now() });
+    conversation.turns = (conversation.turns || []).filter((other) => other.sessionId || !isTerminal(other.status));
+    if (conversation.draft && conversation.turns.length === 0) conversation.title = titleFrom(message);
     conversation.turns.push(turn);
-    conversation.updatedAt = turn.createdAt;
+    this.touch(turn);
     return turn;
   }
 
-  /** Make an ended turn ready to be sent again as a new session (Retry). */
-  restartTurn(conversation, turn) {
+  /** Make a turn that never reached the server ready to be sent again (a new Idempotency-Key). */
+  restartTurn(turn) {
     Object.assign(turn, newTurn(turn.user, { id: turn.id, now: this.now() }));
-    conversation.updatedAt = turn.createdAt;
+    this.touch(turn);
   }
 
-  /** Record the session the start route created for a turn. */
-  markStarted(turn, started) {
+  /**
+   * Record the session (and, for a draft, the conversation) the start route created for a turn.
+   * A draft takes the server's conversation id; if the list already has that conversation (the
+   * first answer was lost, the list was read meanwhile), the two become one.
+   */
+  markStarted(conversation, turn, started) {
     turn.sessionId = started.sessionId;
     turn.model = started.model || null;
+    if (started.createdAt) turn.createdAt = started.createdAt;
     if (turn.status === "sending") turn.status = "running";
+    this.touch(turn);
+    let target = conversation;
+    if (conversation.draft) {
+      const draftId = conversation.id;
+      const listed = this.conversation(started.conversationId);
+      if (listed) {
+        // The read that follows puts the turn in its place among the listed conversation's.
+        this.conversations = this.conversations.filter((candidate) => candidate !== conversation);
+        listed.turns = [...(listed.turns || []), turn];
+        target = listed;
+      } else {
+        conversation.id = started.conversationId;
+        conversation.draft = false;
+      }
+      if (this.currentId === draftId) this.currentId = target.id;
+    }
+    target.turnCount = Math.max(target.turnCount, target.turns.length);
+    target.lastSessionId = turn.sessionId;
+    target.lastStatus = "running";
+    if (started.createdAt && started.createdAt > target.updatedAt) target.updatedAt = started.createdAt;
+    this.touch(target);
+    return target;
+  }
+
+  /** Note how a turn ended in its conversation's list entry (the list is read again later). */
+  noteEnded(conversation, turn) {
+    if (conversation.lastSessionId === turn.sessionId) conversation.lastStatus = turn.status;
   }
 
   /** End a turn without a terminal event from the server (start refused, session gone). */
@@ -275,21 +246,36 @@ export class ChatStore {
     if (isTerminal(status) && !isTerminal(turn.status)) turn.status = status;
   }
 
-  read(key) {
-    try {
-      const text = this.storage.getItem(key);
-      return text === null ? null : JSON.parse(text);
-    } catch {
-      return null;
-    }
+  /** Merge a page of the server's list (see mergeListPage); return the conversations dropped. */
+  mergeList(page, { first, mark }) {
+    const { conversations, dropped } = mergeListPage(this.conversations, page, {
+      first, keep: (conversation) => this.touchedSince(conversation, mark),
+    });
+    this.conversations = conversations;
+    if (dropped.some((conversation) => conversation.id === this.currentId)) this.currentId = null;
+    return dropped;
   }
 
-  write(key, value) {
-    try {
-      this.storage.setItem(key, JSON.stringify(value));
-    } catch (error) {
-      // Full or disabled storage: the page keeps working, it just cannot resume after a reload.
-      console.warn(`backchat: could not save ${key}`, error);
+  /**
+   * Merge the server's read of a conversation (its fields and all its turns); add it if the
+   * page did not have it. Return the turns dropped.
+   */
+  mergeConversation(read, turns, { mark }) {
+    let conversation = this.conversation(read.id);
+    if (conversation) applySummary(conversation, read);
+    else {
+      conversation = conversationFromServer(read);
+      this.conversations.push(conversation);
     }
+    return mergeTurns(conversation, turns, { keep: (turn) => this.touchedSince(turn, mark) });
+  }
+
+  /** Forget a conversation (deleted, or gone from the server); return its unfinished turns. */
+  removeConversation(id) {
+    const conversation = this.conversation(id);
+    if (!conversation) return [];
+    this.conversations = this.conversations.filter((candidate) => candidate !== conversation);
+    if (this.currentId === id) this.currentId = null;
+    return (conversation.turns || []).filter((turn) => !isTerminal(turn.status));
   }
 }

@@ -36,6 +36,9 @@ export function renderMarkdown(text) {
 }
 
 const NEAR_BOTTOM_PX = 48;
+const NOTICE_MS = 8000;
+// The API's limit on a conversation's title.
+const TITLE_MAX_CHARS = 200;
 
 function element(document, tag, { className, testId, text, attrs } = {}) {
   const node = document.createElement(tag);
@@ -72,6 +75,9 @@ export class ChatView {
       newChat: find("new-chat"),
       newChatCompact: find("new-chat-compact"),
       list: find("conversation-list"),
+      loadMore: find("load-more"),
+      notice: find("notice"),
+      loading: find("loading"),
       title: find("chat-title"),
       connection: find("connection-status"),
       transcript: find("transcript"),
@@ -83,7 +89,13 @@ export class ChatView {
       stop: find("stop-button"),
     };
     this.turns = new Map();
+    this.shownId = undefined;
     this.listSignature = "";
+    // The list as last asked for, and the conversation whose name is being edited (the list
+    // is not rebuilt meanwhile, so what is typed survives a refresh).
+    this.list = null;
+    this.editingId = null;
+    this.noticeTimer = null;
     this.composerBusy = false;
     document.documentElement.lang = locale;
     this.translateStaticText();
@@ -102,10 +114,12 @@ export class ChatView {
 
   /**
    * Connect the user's actions to the app: handlers.send(text), stop(), retry(turnId), newChat(),
-   * select(conversationId), remove(conversationId), wake() (the network or the tab came back).
+   * select(conversationId), rename(conversationId, title), remove(conversationId) (once the user
+   * confirmed), loadMore(), wake() (the network, the tab or the focus came back).
    */
   bind(handlers) {
     const { el } = this;
+    const win = this.document.defaultView;
     el.composer.addEventListener("submit", (event) => {
       event.preventDefault();
       const text = el.input.value;
@@ -128,14 +142,35 @@ export class ChatView {
     el.list.addEventListener("click", (event) => {
       const button = event.target.closest("button[data-action]");
       if (!button) return;
-      const id = button.closest("[data-conversation-id]").dataset.conversationId;
+      const item = button.closest("[data-conversation-id]");
+      const id = item.dataset.conversationId;
+      const title = item.querySelector(".conversation-title").textContent;
       if (button.dataset.action === "open") {
         this.setSidebarOpen(false);
         handlers.select(id);
-      } else if (button.dataset.action === "delete") {
+      } else if (button.dataset.action === "rename") {
+        this.editTitle(id);
+      } else if (button.dataset.action === "delete" && win.confirm(this.t("confirmDelete", { title }))) {
         handlers.remove(id);
       }
     });
+    el.list.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const id = this.editingId;
+      const title = event.target.elements.title.value;
+      this.stopEditing();
+      handlers.rename(id, title);
+    });
+    el.list.addEventListener("keydown", (event) => {
+      if (event.key !== "Escape" || this.editingId === null) return;
+      // Escape leaves the name as it was (and does not also close the drawer).
+      event.stopPropagation();
+      this.stopEditing();
+    });
+    el.list.addEventListener("focusout", (event) => {
+      if (this.editingId !== null && event.target.name === "title") this.stopEditing({ focus: false });
+    });
+    el.loadMore.addEventListener("click", () => handlers.loadMore());
     el.transcript.addEventListener("click", (event) => {
       const button = event.target.closest("button[data-action='retry']");
       if (button) handlers.retry(button.closest("[data-turn-id]").dataset.turnId);
@@ -149,10 +184,44 @@ export class ChatView {
     this.document.addEventListener("keydown", (event) => {
       if (event.key === "Escape") this.setSidebarOpen(false);
     });
-    this.document.defaultView.addEventListener("online", () => handlers.wake());
+    win.addEventListener("online", () => handlers.wake());
+    win.addEventListener("focus", () => handlers.wake());
     this.document.addEventListener("visibilitychange", () => {
-      if (this.document.visibilityState === "visible") handlers.wake();
+      if (this.isVisible()) handlers.wake();
     });
+    win.addEventListener("hashchange", () => {
+      const id = this.addressedConversation();
+      if (id) handlers.select(id);
+      else handlers.newChat();
+    });
+  }
+
+  isVisible() {
+    return this.document.visibilityState === "visible";
+  }
+
+  /** Return the conversation the address names (`#c=<id>`), or null. */
+  addressedConversation() {
+    const params = new URLSearchParams(this.document.location.hash.slice(1));
+    return params.get("c") || null;
+  }
+
+  /** Put the conversation on screen in the address (none: no fragment), so a reload reopens it. */
+  showAddress(conversationId) {
+    const { location, defaultView } = this.document;
+    const url = new URL(location.href);
+    url.hash = conversationId ? new URLSearchParams({ c: conversationId }).toString() : "";
+    if (url.href !== location.href) defaultView.history.replaceState(defaultView.history.state, "", url.href);
+  }
+
+  /** Show a short message (a refused rename or delete, a conversation gone) for a few seconds. */
+  showNotice(text) {
+    clearTimeout(this.noticeTimer);
+    this.el.notice.textContent = text;
+    this.el.notice.hidden = false;
+    this.noticeTimer = setTimeout(() => {
+      this.el.notice.hidden = true;
+    }, NOTICE_MS);
   }
 
   setSidebarOpen(open) {
@@ -162,48 +231,125 @@ export class ChatView {
     this.el.menuButton.setAttribute("aria-label", this.t(open ? "hideConversations" : "showConversations"));
   }
 
-  /** Show the conversation list; rebuilt only when what it shows changed, so focus survives polls. */
-  renderConversations(conversations, currentId, runningIds) {
-    const signature = JSON.stringify([currentId, conversations.map((c) => [c.id, c.title, runningIds.has(c.id)])]);
-    if (signature === this.listSignature) return;
-    this.listSignature = signature;
-    const items = conversations.map((conversation) => {
-      const title = conversation.title || this.t("newChat");
-      const item = element(this.document, "li", { className: "conversation", testId: "conversation-item" });
-      item.dataset.conversationId = conversation.id;
-      const open = element(this.document, "button", { className: "conversation-open", testId: "conversation-open", attrs: { type: "button" } });
-      open.dataset.action = "open";
-      open.append(element(this.document, "span", { className: "conversation-title", text: title }));
-      if (runningIds.has(conversation.id)) {
-        open.append(element(this.document, "span", {
-          className: "running-dot", testId: "conversation-running", attrs: { title: this.t("running"), "aria-label": this.t("running") },
-        }));
-      }
-      if (conversation.id === currentId) {
-        item.classList.add("current");
-        open.setAttribute("aria-current", "true");
-      }
-      const remove = element(this.document, "button", {
-        className: "conversation-delete", testId: "conversation-delete", text: "×",
-        attrs: { type: "button", "aria-label": this.t("deleteConversation", { title }), title: this.t("deleteConversation", { title }) },
-      });
-      remove.dataset.action = "delete";
-      item.append(open, remove);
-      return item;
-    });
-    this.el.list.replaceChildren(...items);
+  /**
+   * Show the conversation list: each conversation {id, title, draft}, which one is on screen,
+   * which ones run, and whether older ones can be loaded. Rebuilt only when what it shows
+   * changed (so focus survives polls), and not while a name is being edited.
+   */
+  renderConversations(conversations, currentId, runningIds, { hasMore = false } = {}) {
+    this.list = { conversations, currentId, runningIds };
+    this.el.loadMore.hidden = !hasMore;
+    if (this.editingId === null) this.drawList();
   }
 
-  /** Show one conversation (or the empty state for a new chat) from scratch. */
+  drawList() {
+    if (!this.list) return;
+    const { conversations, currentId, runningIds } = this.list;
+    const signature = JSON.stringify([
+      this.editingId, currentId, conversations.map((c) => [c.id, c.title, c.draft, runningIds.has(c.id)]),
+    ]);
+    if (signature === this.listSignature) return;
+    this.listSignature = signature;
+    this.el.list.replaceChildren(...conversations.map((conversation) => this.conversationItem(conversation, currentId, runningIds)));
+  }
+
+  conversationItem(conversation, currentId, runningIds) {
+    const doc = this.document;
+    const title = conversation.title || this.t("newChat");
+    const item = element(doc, "li", { className: "conversation", testId: "conversation-item" });
+    item.dataset.conversationId = conversation.id;
+    if (conversation.id === this.editingId) {
+      const form = element(doc, "form", { className: "conversation-rename-form", testId: "rename-form" });
+      const input = element(doc, "input", {
+        className: "conversation-rename-input", testId: "rename-input",
+        attrs: { name: "title", type: "text", maxlength: String(TITLE_MAX_CHARS), required: "", "aria-label": this.t("renameLabel") },
+      });
+      input.value = conversation.title;
+      form.append(input);
+      item.append(form);
+      return item;
+    }
+    const open = element(doc, "button", { className: "conversation-open", testId: "conversation-open", attrs: { type: "button" } });
+    open.dataset.action = "open";
+    open.append(element(doc, "span", { className: "conversation-title", text: title }));
+    if (runningIds.has(conversation.id)) {
+      open.append(element(doc, "span", {
+        className: "running-dot", testId: "conversation-running", attrs: { title: this.t("running"), "aria-label": this.t("running") },
+      }));
+    }
+    if (conversation.id === currentId) {
+      item.classList.add("current");
+      open.setAttribute("aria-current", "true");
+    }
+    item.append(open);
+    if (!conversation.draft) {
+      item.append(this.itemButton("rename", "✎", this.t("renameConversation", { title })));
+    }
+    item.append(this.itemButton("delete", "×", this.t("deleteConversation", { title })));
+    return item;
+  }
+
+  itemButton(action, symbol, label) {
+    const button = element(this.document, "button", {
+      className: `conversation-action conversation-${action}`, testId: `conversation-${action}`, text: symbol,
+      attrs: { type: "button", "aria-label": label, title: label },
+    });
+    button.dataset.action = action;
+    return button;
+  }
+
+  /** Turn a conversation's name into a text field (Enter keeps it, Escape or leaving drops it). */
+  editTitle(conversationId) {
+    this.editingId = conversationId;
+    this.drawList();
+    const input = this.el.list.querySelector("[data-testid='rename-input']");
+    if (input) {
+      input.focus();
+      input.select();
+    }
+  }
+
+  stopEditing({ focus = true } = {}) {
+    const id = this.editingId;
+    this.editingId = null;
+    this.drawList();
+    if (!focus) return;
+    const item = [...this.el.list.children].find((node) => node.dataset.conversationId === id);
+    const button = item && item.querySelector("[data-action='rename']");
+    if (button) button.focus();
+  }
+
+  /**
+   * Show a conversation (or the empty state for a new chat): its turns in order, reusing what is
+   * on screen. A conversation whose turns are being read for the first time shows "Loading…".
+   */
   showConversation(conversation, retryable) {
-    for (const { article } of this.turns.values()) article.remove();
-    this.turns.clear();
-    const turns = conversation ? conversation.turns : [];
-    this.el.empty.hidden = turns.length > 0;
-    this.el.title.textContent = conversation ? conversation.title : this.t("newChat");
-    this.document.title = conversation ? `${conversation.title} · ${this.t("pageTitle")}` : this.t("pageTitle");
-    for (const turn of turns) this.renderTurn(turn, retryable(turn));
-    this.scrollToBottom();
+    const id = conversation ? conversation.id : null;
+    const switched = id !== this.shownId;
+    this.shownId = id;
+    const follow = switched || this.isNearBottom();
+    const turns = (conversation && conversation.turns) || [];
+    const wanted = new Set(turns.map((turn) => turn.id));
+    for (const [turnId, view] of this.turns) {
+      if (!wanted.has(turnId)) {
+        view.article.remove();
+        this.turns.delete(turnId);
+      }
+    }
+    let anchor = this.el.transcript.firstElementChild;
+    for (const turn of turns) {
+      this.renderTurn(turn, retryable(turn));
+      const { article } = this.turns.get(turn.id);
+      if (article === anchor) anchor = anchor.nextElementSibling;
+      else this.el.transcript.insertBefore(article, anchor);
+    }
+    const loading = Boolean(conversation) && conversation.turns === null;
+    this.el.loading.hidden = !loading;
+    this.el.empty.hidden = turns.length > 0 || loading;
+    const title = conversation ? conversation.title || this.t(loading ? "loading" : "newChat") : this.t("newChat");
+    this.el.title.textContent = title;
+    this.document.title = conversation ? `${title} · ${this.t("pageTitle")}` : this.t("pageTitle");
+    if (follow) this.scrollToBottom();
   }
 
   /** Update (or add) one turn; follow the new text only if the reader was already at the bottom. */
@@ -219,7 +365,7 @@ export class ChatView {
     if (!view) {
       view = this.createTurn(turn);
       this.turns.set(turn.id, view);
-      this.el.transcript.insertBefore(view.article, this.el.empty);
+      this.el.transcript.insertBefore(view.article, this.el.loading);
       this.el.empty.hidden = true;
     }
     const { article } = view;

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -109,6 +110,8 @@ class ChatPage:
         self.api_url = api_url.rstrip("/")
         self.web_url = web_url
         self.dialogs: list[str] = []
+        # What the page's confirm() gets: dismissed unless a test accepts it.
+        self.accept_dialogs = False
         self.console_errors: list[str] = []
         page.on("dialog", self._on_dialog)
         page.on("console", lambda message: message.type == "error" and self.console_errors.append(message.text))
@@ -116,7 +119,10 @@ class ChatPage:
 
     def _on_dialog(self, dialog: Any) -> None:
         self.dialogs.append(f"{dialog.type}: {dialog.message}")
-        dialog.dismiss()
+        if self.accept_dialogs:
+            dialog.accept()
+        else:
+            dialog.dismiss()
 
     def open(self) -> None:
         self.page.goto(self.web_url)
@@ -166,17 +172,44 @@ class ChatPage:
         with NO_PROXY.open(self.api_url + path, timeout=10) as response:
             return json.load(response)
 
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Send a request to the API as another client would; return its status and JSON body."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.api_url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with NO_PROXY.open(request, timeout=10) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
     def session(self, session_id: str) -> dict[str, Any]:
         return self.api(f"/api/chat/session/{session_id}")
 
+    def conversation(self, conversation_id: str) -> dict[str, Any]:
+        return self.api(f"/api/chat/conversations/{conversation_id}")
+
+    def cached_conversations(self) -> list[dict[str, Any]]:
+        """Return the conversations the page keeps in localStorage (its cache)."""
+        return self.page.evaluate("JSON.parse(localStorage.getItem('backchat.v2.conversations')) || []")
+
     def stored_turn(self, turn_id: str) -> dict[str, Any]:
         """Return a turn as the page keeps it in localStorage."""
-        conversations = self.page.evaluate("JSON.parse(localStorage.getItem('backchat.v1.conversations'))")
-        for conversation in conversations:
-            for turn in conversation["turns"]:
+        for conversation in self.cached_conversations():
+            for turn in conversation["turns"] or []:
                 if turn["id"] == turn_id:
                     return turn
         raise AssertionError(f"turn {turn_id} is not in localStorage")
+
+    def conversation_item(self, title: str) -> Locator:
+        """The sidebar's entry of the conversation with exactly this title."""
+        return self.page.get_by_test_id("conversation-item").filter(
+            has=self.page.locator(".conversation-title", has_text=re.compile(f"^{re.escape(title)}$")))
+
+    def refocus(self) -> None:
+        """Give the window the focus again, as coming back to it from another one does."""
+        self.page.evaluate("window.dispatchEvent(new Event('focus'))")
 
     def rendered_markdown_text(self, markdown: str) -> str:
         """Return the text the page's own renderer makes of markdown (to compare with what it shows)."""

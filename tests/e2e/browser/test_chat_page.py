@@ -1,6 +1,8 @@
-"""The chat page in real Chromium against the real local stack: issue 4's acceptance list."""
+"""The chat page in real Chromium against the real local stack: issue 4's acceptance list, as the
+page works now that the server keeps the conversations (test_conversations.py has the rest)."""
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
@@ -94,10 +96,12 @@ def test_every_unfinished_run_resumes_after_a_reload_from_its_last_seq(chat: Cha
     chat.page.reload()
     chat.wait_until_nothing_runs()
 
-    # Each run was picked up where the stored text ends, not from the start.
+    # Each run was picked up where the cached text ends, not from the start.
     assert first_polls.keys() == {first["sessionId"], second["sessionId"]}
     assert all(after > 0 for after in first_polls.values()), first_polls
-    assert chat.page.evaluate("localStorage.getItem('backchat.v1.pending')") == "[]"
+    cached = {turn["sessionId"]: turn["status"]
+              for conversation in chat.cached_conversations() for turn in conversation["turns"] or []}
+    assert cached[first["sessionId"]] == cached[second["sessionId"]] == "done"
     for started, phrase in ((second, "Второй диалог."), (first, "Первый диалог.")):
         turn = chat.turns.last
         chat.wait_for_status(turn, "done")
@@ -129,14 +133,14 @@ def test_a_message_sent_while_the_api_is_unreachable_starts_once_it_is_back(chat
 
 
 def test_a_start_whose_answer_was_lost_is_sent_again_without_starting_a_second_run(chat: ChatPage) -> None:
-    reached_server: list[str] = []
+    reached_server: list[dict[str, str]] = []
 
     def lose_the_first_answer(route: Route) -> None:
         if route.request.method != "POST" or reached_server:
             route.continue_()
             return
         # The request gets through and starts a run; only its answer never reaches the page.
-        reached_server.append(route.fetch().json()["sessionId"])
+        reached_server.append(route.fetch().json())
         route.abort()
 
     chat.page.route(chat.start_url, lose_the_first_answer)
@@ -144,10 +148,12 @@ def test_a_start_whose_answer_was_lost_is_sent_again_without_starting_a_second_r
     turn = chat.turns.last
     chat.wait_for_status(turn, "done")
 
-    expect(turn).to_have_attribute("data-session-id", reached_server[0])
-    conversation_id = chat.page.evaluate("JSON.parse(localStorage.getItem('backchat.v1.conversations'))[0].id")
-    sessions = chat.api("/api/chat/sessions?limit=100")["sessions"]
-    assert [s["id"] for s in sessions if s.get("conversationId") == conversation_id] == reached_server
+    [started] = reached_server
+    expect(turn).to_have_attribute("data-session-id", started["sessionId"])
+    # The conversation the first start created is the one on screen, with that one run in it.
+    assert [t["sessionId"] for t in chat.conversation(started["conversationId"])["turns"]] == [started["sessionId"]]
+    assert chat.page.url.endswith(f"#c={started['conversationId']}")
+    expect(chat.turns).to_have_count(1)
 
 
 def test_stop_during_a_run_ends_it_cancelled(chat: ChatPage) -> None:
@@ -166,30 +172,37 @@ def test_stop_during_a_run_ends_it_cancelled(chat: ChatPage) -> None:
     expect(chat.page.get_by_test_id("stop-button")).to_be_hidden()
 
 
-def test_failed_run_shows_the_error_and_retry_sends_it_again_as_a_new_session(chat: ChatPage) -> None:
+def test_failed_run_shows_the_error_and_retry_sends_it_again_as_a_new_turn(chat: ChatPage) -> None:
     message = "This one breaks. [demo fail_after=3 rate=50]"
     first_request, first = chat.send_and_capture_start(message)
-    turn = chat.turns.last
-    chat.wait_for_status(turn, "error")
-    expect(turn.get_by_test_id("error-message")).to_contain_text("failed after 3 tokens")
+    failed = chat.page.locator(f'[data-turn-id="{chat.turns.last.get_attribute("data-turn-id")}"]')
+    chat.wait_for_status(failed, "error")
+    expect(failed.get_by_test_id("error-message")).to_contain_text("failed after 3 tokens")
 
     with chat.page.expect_response(chat.is_start) as response_info:
-        turn.get_by_test_id("retry-button").click()
+        failed.get_by_test_id("retry-button").click()
     second_request, second = response_info.value.request, response_info.value.json()
 
+    # The same message, as the next turn of the same conversation (the server keeps the failed one).
+    assert first_request.post_data_json == {"message": message}
+    assert second_request.post_data_json == {"message": message, "conversationId": first["conversationId"]}
+    assert second_request.headers["idempotency-key"] != first_request.headers["idempotency-key"]
     assert second["sessionId"] != first["sessionId"]
-    assert second_request.post_data_json == first_request.post_data_json
-    assert second_request.post_data_json["message"] == message
-    # The turn now follows the new session, and shows its outcome (the same directive fails again).
-    expect(turn).to_have_attribute("data-session-id", second["sessionId"])
-    chat.wait_for_status(turn, "error")
-    expect(turn.get_by_test_id("error-message")).to_contain_text("failed after 3 tokens")
-    assert chat.session(second["sessionId"])["status"] == "error"
-    expect(chat.turns).to_have_count(1)
-    # The turn shows the new run's partial answer and steps only, nothing left over from the first.
-    shown = turn.get_by_test_id("answer").text_content()
-    assert shown == chat.rendered_markdown_text(chat.session(second["sessionId"])["answer"])
-    expect(turn.get_by_test_id("thinking")).to_have_count(1)
+    assert second["conversationId"] == first["conversationId"]
+    expect(chat.turns).to_have_count(2)
+    retried = chat.turns.last
+    expect(retried).to_have_attribute("data-session-id", second["sessionId"])
+    chat.wait_for_status(retried, "error")
+    expect(retried.get_by_test_id("error-message")).to_contain_text("failed after 3 tokens")
+    # Retry is offered on the last failed turn only; each turn shows its own run's partial answer.
+    expect(failed.get_by_test_id("retry-button")).to_have_count(0)
+    expect(retried.get_by_test_id("retry-button")).to_be_visible()
+    for turn, started in ((failed, first), (retried, second)):
+        shown = turn.get_by_test_id("answer").text_content()
+        assert shown == chat.rendered_markdown_text(chat.session(started["sessionId"])["answer"])
+    served = chat.conversation(first["conversationId"])["turns"]
+    assert [(t["sessionId"], t["status"]) for t in served] == [
+        (first["sessionId"], "error"), (second["sessionId"], "error")]
 
 
 def test_markup_in_user_text_and_model_output_is_shown_as_text_and_runs_nothing(chat: ChatPage) -> None:
@@ -213,7 +226,7 @@ def test_markup_in_user_text_and_model_output_is_shown_as_text_and_runs_nothing(
 
 
 @pytest.mark.parametrize("locale", ["ru-RU"])
-def test_cyrillic_and_emoji_round_trip_and_a_follow_up_sends_the_history(chat: ChatPage) -> None:
+def test_cyrillic_and_emoji_round_trip_and_a_follow_up_goes_with_the_conversation_id_alone(chat: ChatPage) -> None:
     first_message = "Привет, мир! Ёжик в тумане 🦔🌫️ — 你好, e\u0301 👍🏽 [demo tokens=20 rate=100]"
     first_request, first = chat.send_and_capture_start(first_message)
     first_turn = chat.turns.last
@@ -228,16 +241,17 @@ def test_cyrillic_and_emoji_round_trip_and_a_follow_up_sends_the_history(chat: C
     second_request, second = chat.send_and_capture_start(second_message)
     chat.wait_for_status(chat.turns.last, "done")
 
-    body = second_request.post_data_json
-    assert body["message"] == second_message
-    assert body["history"] == [
-        {"role": "user", "content": first_message},
-        {"role": "assistant", "content": first_answer},
-    ]
-    assert body["conversationId"] == first_request.post_data_json["conversationId"]
-    assert first_request.post_data_json["history"] == []
+    # No history: the server builds it from the conversation's earlier turn (the demo model says
+    # how many messages it was given before the new one).
+    assert first_request.post_data_json == {"message": first_message}
+    assert second_request.post_data_json == {"message": second_message, "conversationId": first["conversationId"]}
+    assert second["conversationId"] == first["conversationId"]
+    expect(chat.turns.last.get_by_test_id("thinking").first).to_contain_text("history: 2 messages")
     expect(chat.turns).to_have_count(2)
-    expect(chat.page.get_by_test_id("conversation-item")).to_have_count(1)
+    served = chat.conversation(first["conversationId"])
+    assert [t["message"] for t in served["turns"]] == [first_message, second_message]
+    assert served["turns"][0]["answer"] == first_answer
+    expect(chat.conversation_item(served["title"])).to_have_count(1)
 
 
 @pytest.mark.parametrize("locale", ["ru-RU"])
@@ -268,25 +282,24 @@ def test_api_outage_shows_reconnecting_then_recovers_with_no_gap_or_repeat(chat:
     assert_shows_session_answer_once(chat, turn.get_attribute("data-turn-id"), started["sessionId"], phrase)
 
 
-def test_conversations_can_be_started_switched_and_deleted(chat: ChatPage) -> None:
-    chat.send("First chat [demo tokens=5 rate=100]")
+def test_conversations_can_be_started_and_switched(chat: ChatPage) -> None:
+    first, second = "First chat [demo tokens=5 rate=100]", "Second chat [demo tokens=5 rate=100]"
+    chat.send(first)
     chat.wait_for_status(chat.turns.last, "done")
     chat.page.get_by_test_id("new-chat").click()
     expect(chat.turns).to_have_count(0)
-    chat.send("Second chat [demo tokens=5 rate=100]")
+    assert "#" not in chat.page.url
+    chat.send(second)
     chat.wait_for_status(chat.turns.last, "done")
 
-    items = chat.page.get_by_test_id("conversation-item")
-    expect(items).to_have_count(2)
-    items.filter(has_text="First chat").get_by_test_id("conversation-open").click()
-    expect(chat.page.get_by_test_id("chat-title")).to_have_text("First chat [demo tokens=5 rate=100]")
-    expect(chat.turns.get_by_test_id("user-text")).to_have_text("First chat [demo tokens=5 rate=100]")
-
-    items.filter(has_text="First chat").get_by_test_id("conversation-delete").click()
-    expect(items).to_have_count(1)
-    chat.page.reload()
-    expect(chat.page.get_by_test_id("conversation-item")).to_have_count(1)
-    expect(chat.page.get_by_test_id("conversation-item")).to_contain_text("Second chat")
+    # Most recently active first.
+    titles = chat.page.locator("[data-testid=conversation-item] .conversation-title")
+    expect(titles.nth(0)).to_have_text(second)
+    expect(titles.nth(1)).to_have_text(first)
+    chat.conversation_item(first).get_by_test_id("conversation-open").click()
+    expect(chat.page.get_by_test_id("chat-title")).to_have_text(first)
+    expect(chat.turns.get_by_test_id("user-text")).to_have_text(first)
+    expect(chat.conversation_item(first)).to_have_attribute("class", re.compile(r"\bcurrent\b"))
 
 
 @pytest.mark.parametrize("viewport", [{"width": 375, "height": 740}])
@@ -297,7 +310,7 @@ def test_phone_width_page_fits_and_opens_the_conversation_list(chat: ChatPage) -
     expect(chat.page.get_by_test_id("sidebar")).not_to_be_in_viewport()
     chat.page.get_by_test_id("menu-button").click()
     expect(chat.page.get_by_test_id("sidebar")).to_be_in_viewport()
-    expect(chat.page.get_by_test_id("conversation-item")).to_have_count(1)
+    expect(chat.conversation_item("Small screen [demo tokens=30 rate=100]")).to_be_in_viewport()
 
 
 @pytest.mark.parametrize("viewport", [{"width": 900, "height": 480}])
@@ -342,7 +355,7 @@ def test_event_replays_are_ignored_by_the_page_state(chat: ChatPage) -> None:
     """A poll that returns events the page already applied (a retried request) changes nothing."""
     result = chat.page.evaluate(
         """async () => {
-            const { applyEvents, newTurn } = await import(new URL("store.js", location.href));
+            const { applyEvents, newTurn } = await import(new URL("turn.js", location.href));
             const turn = newTurn("hi");
             const events = [1, 2, 3].map((seq) => ({ seq, eventType: "delta", content: `${seq};` }));
             applyEvents(turn, events.slice(0, 2));

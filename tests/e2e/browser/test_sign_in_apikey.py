@@ -140,7 +140,7 @@ def test_the_right_key_is_kept_sent_on_every_call_and_survives_a_reload(
     assert [r.url for r in sent if r.headers.get("authorization") != f"Bearer {key}"] == []
 
 
-def test_sign_out_forgets_the_key_and_this_browsers_conversations(
+def test_sign_out_forgets_the_key_and_this_browsers_copy_of_the_conversations(
     signin: KeySignInPage, keyed_stack: tuple[RunningStack, str, Path],
 ) -> None:
     _, key, _ = keyed_stack
@@ -148,16 +148,18 @@ def test_sign_out_forgets_the_key_and_this_browsers_conversations(
     signin.sign_in(key)
     signin.expect_chat()
     signin.run_turn("Soon forgotten here.")
-    assert "backchat.v1.conversations" in signin.local_data()
+    assert "backchat.v2.conversations" in signin.local_data()
 
     signin.page.get_by_test_id("sign-out").click()
     signin.expect_form()
     assert signin.local_data() == []
+    assert "#" not in signin.page.url
 
+    # Signed in again: a new chat, and the conversation is listed again from the server.
     signin.sign_in(key)
     signin.expect_chat()
     expect(signin.turns).to_have_count(0)
-    expect(signin.page.get_by_test_id("conversation-item")).to_have_count(0)
+    expect(signin.conversation_item(f"Soon forgotten here. {QUICK_RUN}")).to_have_count(1)
 
 
 def test_restart_keeps_the_key_and_a_replaced_key_brings_the_form_back_and_the_turn_resumes(

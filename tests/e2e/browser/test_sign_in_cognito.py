@@ -185,14 +185,14 @@ def test_an_answer_to_another_request_is_refused_and_a_cancelled_sign_in_says_so
     assert signin.stored_credentials() is None
 
 
-def test_sign_out_revokes_the_refresh_token_ends_the_hosted_ui_session_and_forgets_conversations(
+def test_sign_out_revokes_the_refresh_token_ends_the_hosted_ui_session_and_forgets_this_browsers_copy(
     signin: UserPoolSignInPage, pool: UserPoolStack,
 ) -> None:
     signin.goto()
     signin.sign_in_as("linus")
     refresh_token = signin.stored_credentials()["refreshToken"]
     signin.run_turn("Forgotten at sign-out.")
-    assert "backchat.v1.conversations" in signin.local_data()
+    assert "backchat.v2.conversations" in signin.local_data()
 
     signin.page.get_by_test_id("sign-out").click()
     signin.page.wait_for_url(pool.page_url)
@@ -201,9 +201,10 @@ def test_sign_out_revokes_the_refresh_token_ends_the_hosted_ui_session_and_forge
     assert refresh_token in pool.server.record.revoked
     assert signin.local_data() == []
 
+    # Signed in again: a new chat, and the conversation is listed again from the server.
     signin.sign_in_as("linus")
     expect(signin.turns).to_have_count(0)
-    expect(signin.page.get_by_test_id("conversation-item")).to_have_count(0)
+    expect(signin.conversation_item(f"Forgotten at sign-out. {QUICK_RUN}")).to_have_count(1)
 
 
 def test_the_api_owner_is_the_id_tokens_sub(pool: UserPoolStack) -> None:
