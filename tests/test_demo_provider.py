@@ -298,3 +298,25 @@ def test_closed_stream_yields_nothing_and_close_can_repeat() -> None:
     stream.close()
     stream.close()
     assert list(stream) == []
+
+
+@pytest.mark.parametrize("value", ["20001", "999999999", "9" * 5000])
+def test_directive_counts_are_capped_and_never_overflow(value) -> None:
+    from chalicelib.providers.demo import MAX_TOKENS, parse_directive
+
+    directive = parse_directive(f"[demo tokens={value} fail_after={value}]")
+    assert directive.tokens == directive.fail_after == MAX_TOKENS
+
+
+def test_the_first_thinking_names_the_history_it_was_given() -> None:
+    from chalicelib.providers.base import Message, ModelRequest, ThinkingChunk
+    from chalicelib.providers.demo import DemoProvider
+
+    messages = (Message("user", "a"), Message("assistant", "b"), Message("user", "c"),
+                Message("assistant", "d"), Message("user", "next [demo tokens=3 rate=100000]"))
+    items = list(DemoProvider(sleep=lambda _: None).stream(ModelRequest("demo", messages)))
+    thinking = "".join(i.text for i in items if isinstance(i, ThinkingChunk))
+    assert thinking.startswith("history: 4 messages. ")
+    alone = list(DemoProvider(sleep=lambda _: None).stream(
+        ModelRequest("demo", (Message("user", "hi [demo tokens=3]"),))))
+    assert "history:" not in "".join(i.text for i in alone if isinstance(i, ThinkingChunk))

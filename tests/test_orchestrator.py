@@ -330,3 +330,31 @@ def test_every_log_line_of_a_run_names_it_and_one_summary_line_ends_it(
     assert fields["timeToFirstEventMs"] is not None
     names = [m["Name"] for d in sink.documents for m in d["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
     assert "ProviderErrors" in names and "Runs" in names
+
+
+def test_a_provider_faster_than_the_store_waits_instead_of_piling_up_text(
+        store, settings, monkeypatch) -> None:
+    from chalicelib.orchestrator import PUMP_QUEUE_ITEMS
+
+    start(store)
+    provider = ScriptedProvider([TextChunk("x") for _ in range(5_000)] + [Usage(1, 1)])
+    release = threading.Event()
+    real_append = store.append
+
+    def slow_append(*args, **kwargs):
+        release.wait(10)
+        return real_append(*args, **kwargs)
+
+    monkeypatch.setattr(store, "append", slow_append)
+    runner = threading.Thread(target=make_orchestrator(store, settings, provider).run,
+                              args=("s1",))
+    runner.start()
+    deadline = time.monotonic() + 10
+    while not provider.streams and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # the store is stuck on the first write: the reader must be held back
+    held_at = provider.streams[0].yielded
+    release.set()
+    runner.join(30)
+    assert held_at <= PUMP_QUEUE_ITEMS + 2
+    assert stored_answer(store) == "x" * 5_000
