@@ -44,6 +44,13 @@ from chalicelib.records import (
 )
 
 
+# Items per page of the history Query: the first (consistent) one holds this turn's input and
+# the previous turn's two items; the later ones are larger (a Query is billed by its bytes,
+# rounded up to 4 KB once a page).
+FIRST_HISTORY_PAGE_ITEMS = 3
+HISTORY_PAGE_ITEMS = 32
+
+
 class ConversationGone(Exception):
     """No such conversation for this owner (unknown, another owner's, or deleted)."""
 
@@ -185,16 +192,21 @@ class ConversationStore:
         """Yield the turn (created_at, session_id) and then the earlier ones, newest first.
 
         Lazy: the caller stops reading once it has the history it can use, so a long
-        conversation costs only the turns that fit in the model's input.
+        conversation costs only the turns that fit in the model's input. The first page (this
+        turn's input and the previous turn's ending and input) is read strongly consistent: the
+        previous turn may have ended a moment ago. Later pages are eventually consistent, at
+        half the price: their items were written before the previous turn even started.
         """
         upper = turn_key(created_at, session_id)
         C = self._turn_item
         pending_ending: TurnEnding | None = None
 
         def page(start: dict | None) -> Any:
+            first = start is None
+            items = FIRST_HISTORY_PAGE_ITEMS if first else HISTORY_PAGE_ITEMS
             return C.query(conversation_id, C.item.between(TURN_PREFIX, upper),
-                           scan_index_forward=False, consistent_read=True, limit=16,
-                           page_size=16, last_evaluated_key=start)
+                           scan_index_forward=False, consistent_read=first, limit=items,
+                           page_size=items, last_evaluated_key=start)
 
         for item in self._pages(page, f"conversation {conversation_id}: read history"):
             if item.item.endswith(ENDING_SUFFIX):

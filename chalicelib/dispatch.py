@@ -1,6 +1,7 @@
 """Dispatchers hand a session to the orchestrator without waiting for the run."""
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
@@ -101,10 +102,14 @@ class ThreadDispatcher(Dispatcher):
 
 
 class InlineDispatcher(Dispatcher):
-    """Tests: run the session before returning, in the caller's thread."""
+    """Tests: run the session before returning, in the caller's thread.
+
+    In a context of its own, as a run elsewhere would be: the start route's deadline for its
+    store calls (chalicelib/dynamo.py) is not the run's.
+    """
 
     def __init__(self, run_session: RunSession) -> None:
         self._run_session = run_session
 
     def dispatch(self, session_id: str) -> None:
-        self._run_session(session_id, None)
+        contextvars.Context().run(self._run_session, session_id, None)

@@ -65,6 +65,8 @@ class Request:
     read_units: float = 0.0
     write_units: float = 0.0
     index_write_units: float = 0.0
+    # (index, partition key) of each index write this request caused.
+    index_writes: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +79,8 @@ class RequestLog:
 
     meter: bool = False
     requests: list[Request] = field(default_factory=list)
+    # The largest session row seen after a write, in bytes.
+    largest_row: int = 0
 
     def __post_init__(self) -> None:
         self._local = threading.local()
@@ -119,22 +123,35 @@ class RequestLog:
 
     # Capacity: what DynamoDB would charge for each request, from the items' sizes.
 
-    def _stored_sessions(self, service: str, operation: str, params: dict) -> dict[str, Any]:
+    def _stored_sessions(self, service: str, operation: str, params: dict) -> dict[tuple, Any]:
+        """Return the items a write is about to change, as moto holds them now (the old images)."""
         if not self.meter or service != "dynamodb":
             return {}
-        return {key: _stored_item(SESSIONS_TABLE, {"id": {"S": key}})
-                for key in _session_ids_written(operation, params)}
+        return {(table, _key_text(key)): _stored_item(table, key)
+                for table, key in _keys_written(operation, params)}
 
-    def _price(self, request: Request, response: dict, before: dict[str, Any]) -> None:
+    def _price(self, request: Request, response: dict, before: dict[tuple, Any]) -> None:
         params, operation = request.params, request.operation
         factor = 1 if params.get("ConsistentRead") else 0.5
         if operation == "GetItem":
             request.read_units = factor * _units(item_bytes(response.get("Item") or {}), 4096)
         elif operation == "Query":
+            # A Query is billed by the bytes it read, rounded up once.
             size = sum(item_bytes(item) for item in response.get("Items", []))
             request.read_units = factor * _units(size, 4096)
-        elif operation in ("PutItem", "UpdateItem"):
+        elif operation == "BatchGetItem":
+            # A batch is billed item by item, each rounded up to 4 KB.
+            for table, items in response.get("Responses", {}).items():
+                per_item = 1 if params["RequestItems"][table].get("ConsistentRead") else 0.5
+                request.read_units += sum(per_item * _units(item_bytes(item), 4096)
+                                          for item in items)
+        elif operation in ("PutItem", "UpdateItem", "DeleteItem"):
             self._price_write(request, params, before, 1)
+        elif operation == "BatchWriteItem":
+            for table, writes in params["RequestItems"].items():
+                for write in writes:
+                    [(kind, body)] = write.items()
+                    self._price_write(request, {"TableName": table, **body}, before, 1)
         elif operation == "TransactWriteItems":
             for entry in params["TransactItems"]:
                 [(kind, item_params)] = entry.items()
@@ -143,28 +160,38 @@ class RequestLog:
                 else:
                     self._price_write(request, item_params, before, TRANSACTION_FACTOR)
 
-    def _price_write(self, request: Request, params: dict, before: dict[str, Any],
+    def _price_write(self, request: Request, params: dict, before: dict[tuple, Any],
                      factor: int) -> None:
+        """Price one item's write: the larger of its old and new images, and what the table's
+        indexes write because of it."""
         table = params["TableName"]
-        key = params.get("Key") or {k: v for k, v in params["Item"].items()
-                                    if k in ("id", "sessionId", "seq")}
-        if table != SESSIONS_TABLE:
-            request.write_units += factor * _units(item_bytes(params.get("Item") or {}), 1024)
-            return
-        old = before.get(key["id"]["S"])
+        key = _key_of(table, params)
+        old = before.get((table, _key_text(key)))
         new = _stored_item(table, key)
         size = max(item_bytes(old or {}), item_bytes(new or {}))
         request.write_units += factor * _units(size, 1024)
-        for index in self._indexes:
-            request.index_write_units += index.write_units(old, new)
+        if table == SESSIONS_TABLE:
+            self.largest_row = max(self.largest_row, item_bytes(new or {}))
+        for index in self._indexes.get(table, ()):
+            units = index.write_units(old, new)
+            request.index_write_units += units
+            if units:
+                request.index_writes.append(index.partition(old, new))
 
 
 @dataclass(frozen=True)
 class _Index:
-    """A GSI of the sessions table, as far as its write cost goes."""
+    """A GSI, as far as its write cost goes."""
 
+    name: str
     keys: tuple[str, ...]
     projected: tuple[str, ...] | None  # None: every attribute
+    table_keys: tuple[str, ...]
+
+    def partition(self, old: dict | None, new: dict | None) -> tuple[str, str]:
+        """Return (index, partition key value) of an index write, for the per-partition rate."""
+        item = new if new is not None and self.keys[0] in new else old or {}
+        return self.name, json.dumps(item.get(self.keys[0]), sort_keys=True)
 
     def write_units(self, old: dict | None, new: dict | None) -> float:
         """Index writes for one base-table change: an update in place, or a delete plus a put."""
@@ -180,32 +207,51 @@ class _Index:
     def _entry(self, item: dict | None) -> dict | None:
         if item is None or any(k not in item for k in self.keys):
             return None
-        names = set(self.keys) | {"id"} | set(self.projected if self.projected is not None
-                                               else item)
+        names = set(self.keys) | set(self.table_keys) | set(
+            self.projected if self.projected is not None else item)
         return {k: v for k, v in item.items() if k in names}
 
 
-def _index_definitions() -> list[_Index]:
-    schema = bind_models(Settings()).session._get_schema()
-    indexes = []
-    for index in schema["global_secondary_indexes"]:
-        keys = tuple(k["AttributeName"] for k in index["key_schema"])
-        projection = index["projection"]
-        projected = {"KEYS_ONLY": (), "ALL": None}.get(projection["ProjectionType"],
-                                                        tuple(projection.get("NonKeyAttributes", ())))
-        indexes.append(_Index(keys, projected))
+TABLE_KEYS = {SESSIONS_TABLE: ("id",), EVENTS_TABLE: ("sessionId", "seq"),
+              CONVERSATIONS_TABLE: ("conversationId", "item")}
+
+
+def _index_definitions() -> dict[str, list[_Index]]:
+    models = bind_models(dev_stage_settings())
+    indexes: dict[str, list[_Index]] = {}
+    for model in models.all():
+        schema = model._get_schema()
+        for index in schema["global_secondary_indexes"]:
+            keys = tuple(k["AttributeName"] for k in index["key_schema"])
+            projection = index["projection"]
+            projected = {"KEYS_ONLY": (), "ALL": None}.get(
+                projection["ProjectionType"], tuple(projection.get("NonKeyAttributes", ())))
+            indexes.setdefault(model.Meta.table_name, []).append(_Index(
+                index["index_name"], keys, projected, TABLE_KEYS[model.Meta.table_name]))
     return indexes
 
 
-def _session_ids_written(operation: str, params: dict) -> list[str]:
-    writes = ([params] if operation in ("PutItem", "UpdateItem") else
-              [next(iter(e.values())) for e in params.get("TransactItems", [])]
-              if operation == "TransactWriteItems" else [])
-    ids = []
-    for write in writes:
-        if write.get("TableName") == SESSIONS_TABLE:
-            ids.append((write.get("Key") or write.get("Item"))["id"]["S"])
-    return ids
+def _key_of(table: str, params: dict) -> dict:
+    return params.get("Key") or {k: v for k, v in params["Item"].items()
+                                 if k in TABLE_KEYS[table]}
+
+
+def _key_text(key: dict) -> str:
+    return json.dumps(key, sort_keys=True)
+
+
+def _keys_written(operation: str, params: dict) -> list[tuple[str, dict]]:
+    if operation in ("PutItem", "UpdateItem", "DeleteItem"):
+        writes = [params]
+    elif operation == "TransactWriteItems":
+        writes = [next(iter(e.values())) for e in params.get("TransactItems", [])]
+    elif operation == "BatchWriteItem":
+        writes = [{"TableName": table, **next(iter(w.values()))}
+                  for table, batch in params["RequestItems"].items() for w in batch]
+    else:
+        writes = []
+    return [(w["TableName"], _key_of(w["TableName"], w)) for w in writes
+            if w.get("TableName") in TABLE_KEYS]
 
 
 def _stored_item(table_name: str, key: dict) -> dict | None:
@@ -531,9 +577,28 @@ class _BackgroundInvoke(Dispatcher):
         thread.start()
 
 
+def prepare_conversation(client, components, setattr_, kilobytes: int) -> str | None:
+    """Return a conversation of about `kilobytes` KB of earlier turns (None for 0): turns of a
+    1,000-character message whose answer quotes it, run at once and not measured."""
+    if kilobytes == 0:
+        return None
+    from chalicelib.dispatch import InlineDispatcher
+
+    setattr_(components.service, "_dispatcher", InlineDispatcher(components.orchestrator.run))
+    conversation_id = None
+    for turn in range(max(1, kilobytes // 2)):
+        fields = {"conversationId": conversation_id} if conversation_id else {}
+        started = _start_turn(client, f"turn {turn}: " + "x" * 990 + " [demo rate=100000]",
+                              **fields)
+        conversation_id = started["conversationId"]
+    return conversation_id
+
+
 def measure_session(client, components, setattr_, tokens: int, rate: float,
-                    poll: str) -> Measurement:
-    """Start one demo session and follow it as the page does; return what it cost."""
+                    poll: str, conversation_kb: int = 0) -> Measurement:
+    """Start one demo session (a turn of a conversation of conversation_kb KB) and follow it
+    as the page does; return what it cost."""
+    conversation_id = prepare_conversation(client, components, setattr_, conversation_kb)
     log = RequestLog(meter=True)
     dispatcher = _BackgroundInvoke(log)
     setattr_(components.service, "_dispatcher", dispatcher)
@@ -542,8 +607,9 @@ def measure_session(client, components, setattr_, tokens: int, rate: float,
     http, api_seconds, after, events = 0, 0.0, 0, 0
     started = time.monotonic()
     with log.recording(), log.acting_as("api"):
+        fields = {"conversationId": conversation_id} if conversation_id else {}
         session_id = _start(client, "Tell me about background runs "
-                                    f"[demo tokens={tokens} rate={rate}]")
+                                    f"[demo tokens={tokens} rate={rate}]", **fields)
         http += 1
         while True:
             request_start = time.monotonic()
@@ -588,14 +654,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=300)
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--poll", choices=("long", "interval"), default="long")
+    parser.add_argument("--conversation-kb", type=int, default=0,
+                        help="earlier turns in the conversation, in KB (0: a new one)")
     args = parser.parse_args(argv)
     # The deployed defaults (flush interval, heartbeat, lease) with the dev stage's tables.
     with app_on_moto(dev_stage_settings()) as (client, components, monkeypatch):
         m = measure_session(client, components, monkeypatch.setattr, args.tokens, args.rate,
-                            args.poll)
+                            args.poll, args.conversation_kb)
     print(f"session: {args.tokens} tokens at {args.rate}/s, {args.poll} polling -> {m.status}; "
           f"{m.events} events; {m.http_requests} HTTP requests; run {m.run_seconds:.1f} s; "
-          f"API time {m.api_seconds:.1f} s; {m.stored_bytes} bytes stored")
+          f"API time {m.api_seconds:.1f} s; {m.stored_bytes} bytes stored; largest session row "
+          f"{m.log.largest_row} bytes")
     totals = m.totals()
     for function, row in sorted(totals.items()):
         operations = ", ".join(f"{k.split(':', 1)[1]} {int(v)}" for k, v in sorted(row.items())

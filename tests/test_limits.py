@@ -1,0 +1,84 @@
+"""Every documented limit, in every awkward character class: the run ends `done`, no item
+passes DynamoDB's 400 KB, and the session row, which every flush updates, stays under 4 KB."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chalicelib.settings import Settings
+from tests.test_deploy_requests import item_bytes
+
+JSON = {"Content-Type": "application/json"}
+DIRECTIVE = " [demo rate=100000 tokens=40]"
+ITEM_LIMIT = 400 * 1024
+ROW_LIMIT = 4 * 1024
+# What a character class costs: escaped in JSON (\n 2 bytes, \x01 6, " and \\ 2), or 2-4 bytes
+# in UTF-8, or several code points to one symbol.
+CHARACTER_CLASSES = {
+    "ascii": "a",
+    "newlines": "a\n",
+    "control": "\x01",
+    "quotes-and-backslashes": '"\\',
+    "cyrillic": "ж",
+    "cjk": "字",
+    "emoji": "😀",
+    "emoji-zwj-sequence": "👩🏽\u200d💻",
+    "combining-marks": "e\u0301\u0302",
+    "right-to-left": "\u05e9\u200f",
+}
+
+
+def at_most(unit: str, chars: int) -> str:
+    """Return `unit` repeated to exactly `chars` code points (the last one cut if need be)."""
+    return (unit * (chars // len(unit) + 1))[:chars]
+
+
+def at_most_bytes(unit: str, max_bytes: int) -> str:
+    """Return `unit` repeated to as many code points as fit in max_bytes of UTF-8."""
+    text = unit * (max_bytes // len(unit.encode("utf-8")))
+    while len(text.encode("utf-8")) > max_bytes:
+        text = text[:-1]
+    return text
+
+
+def stored_items():
+    """Yield (table, item) for every item moto holds, in DynamoDB's JSON."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    for table in dynamodb_backends["123456789012"]["us-east-1"].tables.values():
+        for item in table.all_items():
+            yield table.name, item.to_json()["Attributes"]
+
+
+@pytest.mark.parametrize("unit", CHARACTER_CLASSES.values(), ids=CHARACTER_CLASSES.keys())
+def test_input_at_every_limit_ends_done_and_every_item_fits(client, unit: str) -> None:
+    limits = Settings()
+    per_entry = limits.max_history_bytes // limits.max_history_items
+    body = {
+        "message": at_most(unit, limits.max_message_chars - len(DIRECTIVE)) + DIRECTIVE,
+        "title": at_most(unit, limits.max_title_chars),
+        "history": [{"role": "user" if index % 2 == 0 else "assistant",
+                     "content": at_most_bytes(unit, per_entry)}
+                    for index in range(limits.max_history_items)],
+    }
+    encoded = json.dumps(body).encode("utf-8")
+    assert len(encoded) <= limits.max_body_bytes
+    started = client.http.post("/api/chat/session", headers=JSON, body=encoded)
+    assert started.status_code == 202, started.body
+    session_id = started.json_body["sessionId"]
+    session = client.http.get(f"/api/chat/session/{session_id}").json_body
+    assert session["status"] == "done", session
+    # The demo model quotes the message: the answer is at least as long, and kept whole.
+    assert body["message"].split("\n")[0][:100] in session["answer"]
+
+    follow_up = client.http.post("/api/chat/session", headers=JSON, body=json.dumps(
+        {"message": at_most(unit, 1000) + DIRECTIVE,
+         "conversationId": started.json_body["conversationId"]}))
+    assert follow_up.status_code == 202, follow_up.body
+    assert client.http.get(
+        f"/api/chat/session/{follow_up.json_body['sessionId']}").json_body["status"] == "done"
+
+    sizes = [(table, item_bytes(item)) for table, item in stored_items()]
+    assert max(size for _, size in sizes) < ITEM_LIMIT
+    assert max(size for table, size in sizes if table == "chatSessions") < ROW_LIMIT
