@@ -235,14 +235,15 @@ def test_attempt_that_lost_the_lease_stops_writing(store, settings) -> None:
     original_append = store.append
 
     def append_then_steal(session_id, fence, events, usage, **options):
-        if any(e.content == "b" for e in events):
+        # "b" may arrive merged with "c" on a slow machine: any write holding it is the one.
+        if any("b" in (e.content or "") for e in events):
             store.models.session(session_id).update(
                 actions=[store.models.session.attemptId.set("other")])
         return original_append(session_id, fence, events, usage, **options)
 
     store.append = append_then_steal  # type: ignore[method-assign]
     make_orchestrator(store, settings, provider).run("s1")
-    assert all(e.content != "b" for e in log(store))
+    assert all("b" not in (e.content or "") for e in log(store))
     assert "done" not in [e.event_type for e in log(store)]
     assert provider.streams[0].closed.is_set()
 
