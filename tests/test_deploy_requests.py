@@ -62,11 +62,15 @@ class Request:
     service: str
     operation: str
     params: dict
+    # When it was made (time.monotonic()), for rates.
+    at: float = field(default_factory=time.monotonic)
     read_units: float = 0.0
     write_units: float = 0.0
     index_write_units: float = 0.0
     # (index, partition key) of each index write this request caused.
     index_writes: list[tuple[str, str]] = field(default_factory=list)
+    # (table, partition key) of each item this request wrote.
+    table_writes: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -166,6 +170,8 @@ class RequestLog:
         indexes write because of it."""
         table = params["TableName"]
         key = _key_of(table, params)
+        hash_name = TABLE_KEYS[table][0]
+        request.table_writes.append((table, json.dumps(key[hash_name], sort_keys=True)))
         old = before.get((table, _key_text(key)))
         new = _stored_item(table, key)
         size = max(item_bytes(old or {}), item_bytes(new or {}))
