@@ -18,6 +18,12 @@ OWNER_ROUTES = [
     ("GET", "/api/chat/session/{id}/events"),
     ("POST", "/api/chat/session/{id}/cancel"),
 ]
+CONVERSATION_ROUTES = [
+    ("GET", "/api/chat/conversations/{id}", b""),
+    ("PATCH", "/api/chat/conversations/{id}", b'{"title": "mine now"}'),
+    ("DELETE", "/api/chat/conversations/{id}", b""),
+    ("POST", "/api/chat/session", None),  # a turn of it: the body names the conversation
+]
 
 
 @pytest.fixture
@@ -37,10 +43,14 @@ def as_owner(key: str | None, scheme: str = "bearer") -> dict[str, str]:
 
 
 def start(client, key: str) -> str:
+    return start_turn(client, key)["sessionId"]
+
+
+def start_turn(client, key: str) -> dict:
     response = client.http.post("/api/chat/session", headers=as_owner(key),
                                 body=json.dumps({"message": "hi [demo rate=100000]"}))
     assert response.status_code == 202, response.body
-    return response.json_body["sessionId"]
+    return response.json_body
 
 
 @pytest.mark.parametrize("scheme", ["bearer", "x-api-key"])
@@ -49,16 +59,31 @@ def test_either_header_authenticates(client, scheme) -> None:
     assert response.status_code == 200
 
 
+ALL_OWNER_ROUTES = OWNER_ROUTES + [(m, p) for m, p, _ in CONVERSATION_ROUTES] + [
+    ("GET", "/api/chat/sessions"), ("GET", "/api/chat/conversations"), ("GET", "/api/models")]
+
+
 @pytest.mark.parametrize("key", [None, "wrong-key", ""])
-@pytest.mark.parametrize("method, path", OWNER_ROUTES + [("GET", "/api/chat/sessions"),
-                                                         ("POST", "/api/chat/session")])
-def test_every_route_but_health_needs_a_valid_key(client, key, method, path) -> None:
+@pytest.mark.parametrize("method, path", ALL_OWNER_ROUTES)
+def test_every_route_but_health_needs_a_valid_key_and_costs_no_read_without_one(
+        client, key, method, path, monkeypatch) -> None:
+    from botocore.client import BaseClient
+
     session_id = start(client, ALICE_KEY)
+    calls: list[str] = []
+    original = BaseClient._make_api_call
+
+    def counting(self, operation, params):
+        calls.append(operation)
+        return original(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", counting)
     response = client.http.request(method, path.format(id=session_id), headers=as_owner(key),
                                    body=json.dumps({"message": "hi"}).encode())
     assert response.status_code == 401
     assert response.json_body["Code"] == "UnauthorizedError"
     assert "API key" in response.json_body["Message"]
+    assert calls == []  # refused before any DynamoDB request
 
 
 def test_health_needs_no_key(client) -> None:
@@ -76,6 +101,34 @@ def test_another_owner_gets_404_exactly_like_an_unknown_session(client, method, 
     assert theirs.json_body["Code"] == unknown.json_body["Code"]
     assert theirs.json_body["Message"].replace(session_id, "ID") == \
         unknown.json_body["Message"].replace("x" * 22, "ID")
+
+
+@pytest.mark.parametrize("method, path, body", CONVERSATION_ROUTES)
+def test_another_owners_conversation_is_404_exactly_like_an_unknown_one(
+        client, method, path, body) -> None:
+    conversation_id = start_turn(client, ALICE_KEY)["conversationId"]
+
+    def ask(target: str):
+        payload = body if body is not None else json.dumps(
+            {"message": "a turn of yours [demo rate=100000]", "conversationId": target}).encode()
+        return client.http.request(method, path.format(id=target), headers=as_owner(BOB_KEY),
+                                   body=payload)
+
+    theirs, unknown = ask(conversation_id), ask("y" * 22)
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.json_body["Message"].replace(conversation_id, "ID") == \
+        unknown.json_body["Message"].replace("y" * 22, "ID")
+    mine = client.http.get(f"/api/chat/conversations/{conversation_id}",
+                           headers=as_owner(ALICE_KEY)).json_body
+    assert (mine["title"], mine["turnCount"]) == ("hi [demo rate=100000]", 1)
+
+
+def test_conversation_lists_show_only_the_callers(client) -> None:
+    alice = {start_turn(client, ALICE_KEY)["conversationId"] for _ in range(2)}
+    bob = {start_turn(client, BOB_KEY)["conversationId"]}
+    listed = lambda key: {c["id"] for c in client.http.get(  # noqa: E731
+        "/api/chat/conversations", headers=as_owner(key)).json_body["conversations"]}
+    assert (listed(ALICE_KEY), listed(BOB_KEY)) == (alice, bob)
 
 
 def test_lists_show_only_the_callers_sessions(client) -> None:
