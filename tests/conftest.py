@@ -14,6 +14,23 @@ from scripts.embedded_dynamodb import install_atomic_backend
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_botocore_session() -> Iterator[None]:
+    """Give every PynamoDB connection in the test process one botocore session.
+
+    Each new session loads DynamoDB's service description again (about 0.3 s of JSON); the
+    tests bind fresh models, and so fresh connections, for every test.
+    """
+    import botocore.session
+    import pynamodb.connection.base as connection_base
+
+    shared = botocore.session.get_session()
+    original = connection_base.get_session
+    connection_base.get_session = lambda: shared
+    yield
+    connection_base.get_session = original
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """In-process moto with fake credentials; nothing can reach a real AWS account."""
