@@ -13,7 +13,14 @@ and before the write is acknowledged, the new images of the items it touched (or
 operation). The journal's order is thus the order the writes were applied; replaying images
 evaluates no condition or update expression again; and one record per call keeps a
 transaction all-or-nothing on disk too. A write costs the size of the items it touched;
-compaction into a snapshot happens at start and, amortised, in the background.
+compaction into a snapshot happens in the background (after a start that replayed writes, and
+whenever the journal has outgrown the last snapshot), holding the lock only briefly at a time.
+
+It is also quick as the data grows: a Query reads only the keys its answer depends on
+(scripts/dynamodb_query.py, with the sorted views of scripts/dynamodb_key_index.py, kept in step
+by every write through `_note_write`); a start leaves each stored partition as text until it is
+touched (scripts/dynamodb_partitions.py); and items past their table's TTL are deleted in the
+background, journaled like any write (scripts/dynamodb_ttl.py).
 
 Run `python -m scripts.embedded_dynamodb -H 127.0.0.1 -p 8001 [--data-dir DIR]` for a moto
 server with it; without --data-dir the data lives in memory only.
@@ -29,8 +36,9 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
@@ -40,22 +48,45 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
+from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 
-from scripts.dynamodb_journal import COMPACT_MIN_BYTES, Journal, JournalError, encode_record
+from scripts import dynamodb_key_index, dynamodb_query, dynamodb_ttl
+from scripts.dynamodb_journal import (
+    COMPACT_MIN_BYTES,
+    SNAPSHOT_VERSION,
+    Journal,
+    JournalError,
+    encode_payload,
+    encode_record,
+    encode_record_with_payload,
+)
+from scripts.dynamodb_partitions import (
+    Image,
+    PartitionMap,
+    StoredPartition,
+    item_from_image,
+    partition_items,
+    stored_partition,
+    ttl_value,
+)
 
 _LOCK = threading.RLock()
 _SERIALISED = (
     "create_table", "delete_table", "update_table", "put_item", "get_item", "query", "scan",
     "update_item", "delete_item", "batch_get_item", "batch_write_item", "transact_get_items",
-    "update_time_to_live",
+    "update_time_to_live", "execute_statement", "execute_transaction", "batch_execute_statement",
 )
+# moto copies the items these return; what it does not copy is the LastEvaluatedKey.
+_RETURN_COPIES = ("query", "scan")
 _TABLE_OPERATIONS = ("create_table", "update_table", "update_time_to_live", "delete_table")
 # Refusals that happen before moto changes anything: there is nothing to journal.
 _REFUSED = (ConditionalCheckFailed, TransactionCanceledException)
 # The table operations that built a table, kept on moto's Table for the next snapshot.
 _SCHEMA_RECORDS = "_backchat_schema_records"
 SYNC_SECONDS = 1.0
+# How many items a compaction encodes per hold of the lock.
+SNAPSHOT_CHUNK_ITEMS = 2000
 
 # Where writes are journaled; None keeps the data in memory only (tests, no --data-dir).
 _journal: Journal | None = None
@@ -72,16 +103,79 @@ def install_atomic_backend() -> None:
     """Patch moto's DynamoDB backend in this process (idempotent)."""
     if getattr(DynamoDBBackend, "_backchat_atomic", False):
         return
+    DynamoDBBackend.update_item = _noting_update(DynamoDBBackend.update_item)
     for name in _SERIALISED:
         setattr(DynamoDBBackend, name, _locked(getattr(DynamoDBBackend, name), name))
     DynamoDBBackend.transact_write_items = _locked(_transact_write_items, "transact_write_items")
+    Table.put_item = _noting_put(Table.put_item)
+    Table.delete_item = _noting_delete(Table.delete_item)
+    Table.query = dynamodb_query.query
+    Table.__len__ = _item_count(Table.__len__)
     DynamoDBBackend._backchat_atomic = True
+
+
+def _note_write(table: Table, hash_key: DynamoType, range_key: DynamoType | None) -> None:
+    """Bring the sorted views and the expiry schedule in step with the item under this key."""
+    dynamodb_key_index.note_write(table, hash_key, range_key)
+    dynamodb_ttl.note_write(table, hash_key, range_key)
+
+
+def _noting_put(put_item: Any) -> Any:
+    @functools.wraps(put_item)
+    def wrapper(table: Table, *args: Any, **kwargs: Any) -> Any:
+        item = put_item(table, *args, **kwargs)  # a refused put changed nothing
+        _note_write(table, item.hash_key, item.range_key)
+        return item
+
+    return wrapper
+
+
+def _noting_delete(delete_item: Any) -> Any:
+    @functools.wraps(delete_item)
+    def wrapper(table: Table, hash_key: DynamoType, range_key: DynamoType | None) -> Any:
+        deleted = delete_item(table, hash_key, range_key)
+        if deleted is not None:
+            _note_write(table, hash_key, range_key)
+        return deleted
+
+    return wrapper
+
+
+def _noting_update(update_item: Any) -> Any:
+    """Wrap the backend's update_item, which changes the stored Item in place."""
+
+    @functools.wraps(update_item)
+    def wrapper(backend: DynamoDBBackend, table_name: str, key: dict[str, Any],
+                *args: Any, **kwargs: Any) -> Any:
+        try:
+            return update_item(backend, table_name, key, *args, **kwargs)
+        finally:
+            # Even a failed update may have changed the item (moto checks its size midway).
+            try:
+                table = backend.get_table(table_name)
+                hash_key, range_key = backend.get_keys_value(table, key)
+            except Exception:
+                pass  # no such table or key: nothing was changed
+            else:
+                _note_write(table, hash_key, range_key)
+
+    return wrapper
+
+
+def _item_count(moto_len: Any) -> Any:
+    @functools.wraps(moto_len)
+    def count(table: Table) -> int:
+        # Counting a PartitionMap's stored partitions must not build them (DescribeTable).
+        return table.items.item_count() if isinstance(table.items, PartitionMap) else moto_len(table)
+
+    return count
 
 
 def _locked(method: Any, name: str) -> Any:
     signature = inspect.signature(method)
     recorder = _TABLE_RECORDERS.get(name) or _ITEM_RECORDERS.get(name)
     item_write = name in _ITEM_RECORDERS
+    returns_copies = name in _RETURN_COPIES
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -105,6 +199,9 @@ def _locked(method: Any, name: str) -> Any:
                 _journal_write(recorder, signature, args, kwargs)
             # moto serialises the returned items after the call: hand it a private copy so
             # another thread's write cannot change them mid-serialisation.
+            if returns_copies:
+                items, scanned_count, last_evaluated_key = result
+                return items, scanned_count, copy.deepcopy(last_evaluated_key)
             return copy.deepcopy(result)
 
     return wrapper
@@ -123,6 +220,25 @@ def _journal_write(recorder: Recorder, signature: inspect.Signature, args: tuple
             return  # the call failed before it could name an item: it changed nothing
         raise
     assert _journal is not None
+    try:
+        _journal.append(record)
+    except (OSError, JournalError) as error:
+        _fail_stop(f"cannot write to the journal in {_journal.directory}: {error}")
+
+
+def expire_items(backend: DynamoDBBackend, table: Table,
+                 keys: list[tuple[DynamoType, DynamoType | None]]) -> None:
+    """Delete expired items and journal them as one write (the caller holds the lock)."""
+    for hash_key, range_key in keys:
+        table.delete_item(hash_key, range_key)
+    if _journal is None:
+        return
+    names = [table.hash_key_attr, table.range_key_attr]
+    record = {"op": "write_items", **_where(backend), "items": [
+        {"table": table.name, "item": None,
+         "key": {name: value.to_json() for name, value in zip(names, key) if name}}
+        for key in keys
+    ]}
     try:
         _journal.append(record)
     except (OSError, JournalError) as error:
@@ -272,6 +388,7 @@ class DurableStorage:
         self._journal = journal
         self._backends = backends
         self._sync_seconds = sync_seconds
+        self._compaction_requested = False
         self._stop = threading.Event()
         self._keeper = threading.Thread(target=self._keep, name="journal-keeper", daemon=True)
 
@@ -281,6 +398,9 @@ class DurableStorage:
              compact_min_bytes: int = COMPACT_MIN_BYTES) -> "DurableStorage":
         """Lock directory, load what it holds into the (empty) backends, journal what follows.
 
+        The load leaves stored partitions as text (built when first touched), except in tables
+        with secondary indexes. Writes go to a new journal at once; if the load replayed any
+        journaled write, or read an older snapshot format, the keeper thread compacts soon after.
         Raises JournalError (DataDirectoryInUse if another process holds it).
         """
         install_atomic_backend()
@@ -290,8 +410,12 @@ class DurableStorage:
             with _LOCK:
                 for record in journal.records():
                     storage._replay(record)
-            # From now on the files hold one snapshot and an empty journal.
-            storage.compact()
+                storage._build_indexed_tables()
+                journal.start_generation()
+            if journal.journal_records or journal.snapshot_version not in (None, SNAPSHOT_VERSION):
+                storage._compaction_requested = True
+            else:
+                journal.discard_empty_journals()
         except BaseException:
             journal.close()
             raise
@@ -303,11 +427,45 @@ class DurableStorage:
         return self._journal.directory
 
     def compact(self) -> None:
-        """Start a new generation whose snapshot holds the whole current state."""
+        """Start a new generation whose snapshot holds the whole current state.
+
+        The new journal starts, and the tables and their partitions are listed, in one hold of
+        the lock; the partitions are then encoded a few thousand items per hold. A partition
+        written meanwhile may be stored newer than the moment the journal started: the journal
+        holds that write too, and replaying an item's image again changes nothing.
+        """
         with _LOCK:
             generation = self._journal.start_generation()
-            lines = [encode_record(record) for record in self._state_records()]
-        self._journal.write_snapshot(generation, lines)
+            tables = list(self._tables())
+        self._journal.write_snapshot(generation, self._snapshot_lines(tables))
+
+    def import_items(self, table_name: str, images: Iterable[Image],
+                     account: str = DEFAULT_ACCOUNT_ID, region: str = "us-east-1") -> int:
+        """Add items to a table as stored partitions, unjournaled; return how many.
+
+        For tools that fill a data directory (bench/): images with the same hash key must come
+        one after another; no condition is checked; nothing is on disk before `compact()`.
+        """
+        backend = self._backends[account][region]
+        count = 0
+        with _LOCK:
+            table = backend.get_table(table_name)
+            partitions = PartitionMap.of(table)
+            attribute = table.ttl.get("AttributeName")
+            hash_image, group = None, []
+            for image in [*images, None]:
+                if group and (image is None or image[table.hash_key_attr] != hash_image):
+                    partitions.add_stored(DynamoType(hash_image), StoredPartition(
+                        len(group), _earliest(group, attribute), attribute, encode_payload(group)))
+                    count += len(group)
+                    group = []
+                if image is not None:
+                    hash_image = image[table.hash_key_attr]
+                    group.append(image)
+            # The table's sorted views and expiry schedule do not know these items.
+            dynamodb_key_index.forget(table)
+            dynamodb_ttl.forget(table)
+        return count
 
     def sync(self) -> None:
         """fsync the journal now (it is also done every `sync_seconds`)."""
@@ -326,10 +484,8 @@ class DurableStorage:
 
     def summary(self) -> str:
         """Describe what the backends hold, for the start-up line."""
-        tables = [table for regions in self._backends.values() for backend in regions.values()
-                  for table in backend.tables.values()]
-        items = sum(len(table.all_items()) for table in tables)
-        return f"{len(tables)} tables, {items} items"
+        tables = [table for _, table in self._tables()]
+        return f"{len(tables)} tables, {sum(len(table) for table in tables)} items"
 
     def _attach(self) -> None:
         global _journal
@@ -341,37 +497,102 @@ class DurableStorage:
         while not self._stop.wait(self._sync_seconds):
             try:
                 self._journal.sync()
-                if self._journal.compaction_due():
+                if self._compaction_requested or self._journal.compaction_due():
+                    self._compaction_requested = False
                     self.compact()
             except (OSError, JournalError) as error:
                 _fail_stop(f"cannot keep the data in {self.directory}: {error}")
 
-    def _state_records(self) -> Iterator[Record]:
-        for regions in self._backends.values():
-            for backend in regions.values():
-                for table in backend.tables.values():
-                    yield from getattr(table, _SCHEMA_RECORDS, [])
-                    for item in table.all_items():
-                        image = item.to_json()["Attributes"]
-                        yield {"op": "write_items", **_where(backend), "items": [
-                            {"table": table.name, "key": _key_of(table, image), "item": image}
-                        ]}
+    def _tables(self) -> Iterator[tuple[DynamoDBBackend, Table]]:
+        for regions in list(self._backends.values()):
+            for backend in list(regions.values()):
+                for table in list(backend.tables.values()):
+                    yield backend, table
+
+    def _snapshot_lines(self, tables: list[tuple[DynamoDBBackend, Table]]) -> Iterator[bytes]:
+        """Yield the snapshot's lines: each table's operations, then its partitions."""
+        with _LOCK:
+            plan = [(backend, table, list(getattr(table, _SCHEMA_RECORDS, [])),
+                     list(dict.keys(table.items)) + (list(table.items.stored())
+                                                     if isinstance(table.items, PartitionMap)
+                                                     else []))
+                    for backend, table in tables]
+        for backend, table, schema_records, hash_keys in plan:
+            yield from (encode_record(record) for record in schema_records)
+            position = 0
+            while position < len(hash_keys):
+                lines, encoded = [], 0
+                with _LOCK:
+                    while position < len(hash_keys) and encoded < SNAPSHOT_CHUNK_ITEMS:
+                        line, items = _partition_line(backend, table, hash_keys[position])
+                        position += 1
+                        if line:
+                            lines.append(line)
+                            encoded += items
+                yield from lines
 
     def _replay(self, record: Record) -> None:
+        partition = record.get("partition")
         operation = record.get("op")
-        if operation not in ("write_items", *_TABLE_OPERATIONS):
+        if partition is None and operation not in ("write_items", *_TABLE_OPERATIONS):
             raise JournalError(f"{self.directory} holds a record this backchat does not know "
                                f"({operation!r}); was it written by a newer version?")
-        backend = self._backends[record["account"]][record["region"]]
-        if operation == "write_items":
+        where = partition or record
+        backend = self._backends[where["account"]][where["region"]]
+        if partition is not None:
+            PartitionMap.of(backend.get_table(partition["table"])).add_stored(
+                DynamoType(partition["hash"]),
+                StoredPartition(partition["count"], partition["expires"],
+                                partition["ttlAttribute"], record["payload"]))
+        elif operation == "write_items":
             for image in record["items"]:
+                table = backend.get_table(image["table"])
                 if image["item"] is None:
-                    _original("delete_item")(backend, image["table"], image["key"])
+                    table.delete_item(*backend.get_keys_value(table, image["key"]))
                 else:
-                    _original("put_item")(backend, image["table"], image["item"])
+                    _put_image(table, image["item"])
         else:
             _original(operation)(backend, **record["args"])
             _remember_schema(backend, record)
+
+    def _build_indexed_tables(self) -> None:
+        # A table with indexes is built at start: its first index Query would build it anyway,
+        # and at start the local stack reads one (the runs its last stop cut off).
+        for _, table in self._tables():
+            if (table.global_indexes or table.indexes) and isinstance(table.items, PartitionMap):
+                table.items.build_all()
+
+
+def _put_image(table: Table, image: Image) -> None:
+    """Store an item's image as moto's put would (replay: moto checked it when it was written)."""
+    item = item_from_image(image, table.hash_key_attr, table.range_key_attr)
+    if table.range_key_attr:
+        table.items[item.hash_key][item.range_key] = item
+    else:
+        table.items[item.hash_key] = item
+    _note_write(table, item.hash_key, item.range_key)
+
+
+def _partition_line(backend: DynamoDBBackend, table: Table,
+                    hash_key: DynamoType) -> tuple[bytes | None, int]:
+    """Return a partition's snapshot line and item count (None if it is empty now)."""
+    items = table.items
+    stored = items.stored_partition(hash_key) if isinstance(items, PartitionMap) else None
+    if stored is None:
+        partition = dict.get(items, hash_key)
+        if not partition:
+            return None, 0
+        stored = stored_partition(partition_items(table, partition), table.ttl.get("AttributeName"))
+    prefix = {"partition": {**_where(backend), "table": table.name, "hash": hash_key.to_json(),
+                            "count": stored.count, "expires": stored.expires,
+                            "ttlAttribute": stored.ttl_attribute}}
+    return encode_record_with_payload(prefix, stored.payload), stored.count
+
+
+def _earliest(images: list[Image], attribute: str | None) -> float | None:
+    times = [ttl_value(DynamoType(image[attribute])) for image in images
+             if attribute is not None and attribute in image]
+    return min((time for time in times if time is not None), default=None)
 
 
 def _original(name: str) -> Any:
@@ -398,6 +619,7 @@ def main(argv: list[str] | None = None) -> None:
         atexit.register(storage.sync)
         print(f"embedded DynamoDB: data in {storage.directory} ({storage.summary()} restored)",
               flush=True)
+    dynamodb_ttl.Expirer(dynamodb_backends, _LOCK, expire_items).start()
     moto_main(moto_argv)
 
 
