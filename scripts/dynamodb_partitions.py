@@ -12,6 +12,7 @@ attributes in DynamoDB JSON), without re-checking what moto checked when the ima
 """
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from collections import defaultdict
@@ -68,7 +69,7 @@ def item_from_image(image: Image, hash_key_attr: str, range_key_attr: str | None
     """Return the Item moto stores for this image (already checked by moto when it was written)."""
     attrs = LimitedSizeDict.__new__(LimitedSizeDict)
     # dict.update, not LimitedSizeDict's __setitem__: that re-sums the item's size per attribute.
-    dict.update(attrs, {name: _dynamo_type(value) for name, value in image.items()})
+    dict.update(attrs, {name: dynamo_type(value) for name, value in image.items()})
     item = _new(Item)
     item.hash_key = attrs[hash_key_attr]
     item.range_key = attrs[range_key_attr] if range_key_attr else None
@@ -76,13 +77,17 @@ def item_from_image(image: Image, hash_key_attr: str, range_key_attr: str | None
     return item
 
 
-def _dynamo_type(value: Image) -> DynamoType:
-    """Return DynamoType(value), built without its constructor's generic checks."""
+def dynamo_type(value: Image) -> DynamoType:
+    """Return the DynamoType moto builds from a request's value (binary as bytes)."""
     (kind, raw), = value.items()
     if kind == "L":
-        raw = [_dynamo_type(element) for element in raw]
+        raw = [dynamo_type(element) for element in raw]
     elif kind == "M":
-        raw = {name: _dynamo_type(element) for name, element in raw.items()}
+        raw = {name: dynamo_type(element) for name, element in raw.items()}
+    elif kind == "B":
+        raw = base64.b64decode(raw)  # moto holds binary as bytes; JSON holds it as base64
+    elif kind == "BS":
+        raw = [base64.b64decode(element) for element in raw]
     built = _new(DynamoType)
     built.type = kind
     built.value = raw

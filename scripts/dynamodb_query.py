@@ -135,8 +135,9 @@ def _plan(table: Table, hash_key: DynamoType | None, range_comparison: str | Non
         if (range_attribute is None or range_comparison not in _RANGE_OPERATORS
                 or not range_key_conditions or range_key_conditions[0][0] != range_attribute
                 or any(value.type != types[range_attribute] for value in range_objs)
+                or types[range_attribute] not in ("S", "N")
                 or (range_comparison == "BEGINS_WITH" and types[range_attribute] != "S")):
-            return None
+            return None  # binary keys too: moto compares a request's base64 text with bytes
         run = _run(keys, range_comparison, [value.cast_value for value in range_objs])
     else:
         run = (0, len(keys.orders))
@@ -182,8 +183,8 @@ def _start(keys: SortedKeys, group_value: DynamoType, start_key: dict[str, Any] 
     values = []
     for name in [group_attribute, *sort_attributes]:
         value = start_key.get(name) if isinstance(start_key, dict) else None
-        if (not isinstance(value, dict) or len(value) != 1 or types.get(name) not in value
-                or not isinstance(value[types[name]], str)):
+        if (not isinstance(value, dict) or len(value) != 1 or types.get(name) not in ("S", "N")
+                or types[name] not in value or not isinstance(value[types[name]], str)):
             return None
         values.append(native(DynamoType(value)))
     if count == 0:

@@ -65,6 +65,7 @@ from scripts.dynamodb_partitions import (
     Image,
     PartitionMap,
     StoredPartition,
+    dynamo_type,
     item_from_image,
     partition_items,
     stored_partition,
@@ -97,6 +98,9 @@ _depth = 0
 Record = dict[str, Any]
 Recorder = Callable[[DynamoDBBackend, dict[str, Any]], Record]
 Backends = Mapping[str, Mapping[str, DynamoDBBackend]]
+# A table as a snapshot takes it: backend, table, schema records, its partitions' hash keys.
+TableState = tuple[DynamoDBBackend, Table, list[Record], list[DynamoType]]
+Generation = tuple[int, list[TableState]]
 
 
 def install_atomic_backend() -> None:
@@ -388,7 +392,8 @@ class DurableStorage:
         self._journal = journal
         self._backends = backends
         self._sync_seconds = sync_seconds
-        self._compaction_requested = False
+        # A generation started at open whose snapshot the keeper thread is to write.
+        self._pending_snapshot: Generation | None = None
         self._stop = threading.Event()
         self._keeper = threading.Thread(target=self._keep, name="journal-keeper", daemon=True)
 
@@ -400,7 +405,8 @@ class DurableStorage:
 
         The load leaves stored partitions as text (built when first touched), except in tables
         with secondary indexes. Writes go to a new journal at once; if the load replayed any
-        journaled write, or read an older snapshot format, the keeper thread compacts soon after.
+        journaled write, or read an older snapshot format, the keeper thread writes that
+        generation's snapshot soon after (a start with nothing to compact keeps the snapshot).
         Raises JournalError (DataDirectoryInUse if another process holds it).
         """
         install_atomic_backend()
@@ -411,9 +417,9 @@ class DurableStorage:
                 for record in journal.records():
                     storage._replay(record)
                 storage._build_indexed_tables()
-                journal.start_generation()
+                started = storage._start_generation()
             if journal.journal_records or journal.snapshot_version not in (None, SNAPSHOT_VERSION):
-                storage._compaction_requested = True
+                storage._pending_snapshot = started
             else:
                 journal.discard_empty_journals()
         except BaseException:
@@ -427,16 +433,31 @@ class DurableStorage:
         return self._journal.directory
 
     def compact(self) -> None:
-        """Start a new generation whose snapshot holds the whole current state.
-
-        The new journal starts, and the tables and their partitions are listed, in one hold of
-        the lock; the partitions are then encoded a few thousand items per hold. A partition
-        written meanwhile may be stored newer than the moment the journal started: the journal
-        holds that write too, and replaying an item's image again changes nothing.
-        """
+        """Start a new generation whose snapshot holds the whole current state."""
         with _LOCK:
-            generation = self._journal.start_generation()
-            tables = list(self._tables())
+            started = self._start_generation()
+        self._write_snapshot(started)
+
+    def _start_generation(self) -> Generation:
+        """Send later writes to a new journal and note what its snapshot must hold (under the lock).
+
+        The tables, their schema records and their partitions' keys are taken as they are when
+        the new journal starts; the partitions themselves are encoded later, a few thousand items
+        per hold of the lock. A partition written meanwhile may be stored newer than the moment
+        the journal started: the journal holds that write too, and replaying an item's image
+        again changes nothing.
+        """
+        generation = self._journal.start_generation()
+        tables = [
+            (backend, table, list(getattr(table, _SCHEMA_RECORDS, [])),
+             list(dict.keys(table.items))
+             + (list(table.items.stored()) if isinstance(table.items, PartitionMap) else []))
+            for backend, table in self._tables()
+        ]
+        return generation, tables
+
+    def _write_snapshot(self, started: Generation) -> None:
+        generation, tables = started
         self._journal.write_snapshot(generation, self._snapshot_lines(tables))
 
     def import_items(self, table_name: str, images: Iterable[Image],
@@ -455,7 +476,7 @@ class DurableStorage:
             hash_image, group = None, []
             for image in [*images, None]:
                 if group and (image is None or image[table.hash_key_attr] != hash_image):
-                    partitions.add_stored(DynamoType(hash_image), StoredPartition(
+                    partitions.add_stored(dynamo_type(hash_image), StoredPartition(
                         len(group), _earliest(group, attribute), attribute, encode_payload(group)))
                     count += len(group)
                     group = []
@@ -497,8 +518,10 @@ class DurableStorage:
         while not self._stop.wait(self._sync_seconds):
             try:
                 self._journal.sync()
-                if self._compaction_requested or self._journal.compaction_due():
-                    self._compaction_requested = False
+                if self._pending_snapshot is not None:
+                    started, self._pending_snapshot = self._pending_snapshot, None
+                    self._write_snapshot(started)
+                elif self._journal.compaction_due():
                     self.compact()
             except (OSError, JournalError) as error:
                 _fail_stop(f"cannot keep the data in {self.directory}: {error}")
@@ -509,15 +532,9 @@ class DurableStorage:
                 for table in list(backend.tables.values()):
                     yield backend, table
 
-    def _snapshot_lines(self, tables: list[tuple[DynamoDBBackend, Table]]) -> Iterator[bytes]:
+    def _snapshot_lines(self, tables: list[TableState]) -> Iterator[bytes]:
         """Yield the snapshot's lines: each table's operations, then its partitions."""
-        with _LOCK:
-            plan = [(backend, table, list(getattr(table, _SCHEMA_RECORDS, [])),
-                     list(dict.keys(table.items)) + (list(table.items.stored())
-                                                     if isinstance(table.items, PartitionMap)
-                                                     else []))
-                    for backend, table in tables]
-        for backend, table, schema_records, hash_keys in plan:
+        for backend, table, schema_records, hash_keys in tables:
             yield from (encode_record(record) for record in schema_records)
             position = 0
             while position < len(hash_keys):
@@ -541,14 +558,17 @@ class DurableStorage:
         backend = self._backends[where["account"]][where["region"]]
         if partition is not None:
             PartitionMap.of(backend.get_table(partition["table"])).add_stored(
-                DynamoType(partition["hash"]),
+                dynamo_type(partition["hash"]),
                 StoredPartition(partition["count"], partition["expires"],
                                 partition["ttlAttribute"], record["payload"]))
         elif operation == "write_items":
             for image in record["items"]:
                 table = backend.get_table(image["table"])
                 if image["item"] is None:
-                    table.delete_item(*backend.get_keys_value(table, image["key"]))
+                    key = image["key"]
+                    table.delete_item(dynamo_type(key[table.hash_key_attr]),
+                                      dynamo_type(key[table.range_key_attr])
+                                      if table.range_key_attr else None)
                 else:
                     _put_image(table, image["item"])
         else:
@@ -590,7 +610,7 @@ def _partition_line(backend: DynamoDBBackend, table: Table,
 
 
 def _earliest(images: list[Image], attribute: str | None) -> float | None:
-    times = [ttl_value(DynamoType(image[attribute])) for image in images
+    times = [ttl_value(dynamo_type(image[attribute])) for image in images
              if attribute is not None and attribute in image]
     return min((time for time in times if time is not None), default=None)
 

@@ -14,8 +14,10 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
+from moto.dynamodb.models.dynamo_type import DynamoType, Item
 
 from scripts.dynamodb_journal import DataDirectoryInUse, Journal, JournalError, lock_holder
+from scripts.dynamodb_partitions import PartitionMap
 from scripts.embedded_dynamodb import DurableStorage
 
 REGION = "us-east-1"
@@ -189,27 +191,42 @@ def test_a_write_costs_the_same_whatever_the_table_holds(tmp_path: Path) -> None
     assert later == first
 
 
-def test_start_compacts_the_files_into_one_snapshot_and_an_empty_journal(tmp_path: Path) -> None:
+def wait_until(condition: Any, what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {seconds:.0f} s"
+        time.sleep(0.02)
+
+
+def test_a_start_after_writes_compacts_in_the_background_and_one_without_keeps_the_files(
+    tmp_path: Path
+) -> None:
     with server_run(tmp_path) as client:
         create_tables(client)
         client.put_item(TableName="events", Item=event("s1", 1))
-    assert journal_files(tmp_path) == ["journal-000001.jsonl", "snapshot-000001.jsonl"]
+    assert journal_files(tmp_path) == ["journal-000001.jsonl"]
 
-    with server_run(tmp_path):
-        pass
-
+    with server_run(tmp_path, sync_seconds=0.02) as client:
+        wait_until(lambda: "snapshot-000002.jsonl" in journal_files(tmp_path),
+                   "the snapshot of the replayed writes")
+        assert everything(client)["events"] == [event("s1", 1)]
     assert journal_files(tmp_path) == ["journal-000002.jsonl", "snapshot-000002.jsonl"]
-    assert (tmp_path / "journal-000002.jsonl").read_text().count("\n") == 1  # the header
+
+    for _ in range(2):
+        with server_run(tmp_path, sync_seconds=0.02) as client:
+            time.sleep(0.1)
+            assert everything(client)["events"] == [event("s1", 1)]
+    # Nothing was written: the snapshot stays, the empty journals do not pile up.
+    assert journal_files(tmp_path) == ["journal-000004.jsonl", "snapshot-000002.jsonl"]
 
 
 def test_background_compaction_keeps_every_write(tmp_path: Path) -> None:
-    with server_run(tmp_path, sync_seconds=0.05, compact_min_bytes=1) as client:
+    with server_run(tmp_path, sync_seconds=0.02, compact_min_bytes=1) as client:
         create_tables(client)
-        deadline = time.monotonic() + 10
         seq = 0
-        # Write until the keeper thread has compacted at least once.
-        while "snapshot-000001.jsonl" in journal_files(tmp_path):
-            assert time.monotonic() < deadline, "the journal was never compacted"
+        # Write on while the keeper compacts at least twice.
+        while "snapshot-000003.jsonl" not in journal_files(tmp_path):
+            assert seq < 5000, "the journal was never compacted"
             seq += 1
             client.put_item(TableName="events", Item=event("s1", seq))
         before = everything(client)
@@ -236,11 +253,14 @@ def test_a_crash_while_writing_a_snapshot_loses_nothing(
         # The new journal was started before the snapshot: later writes go there.
         client.put_item(TableName="events", Item=event("s1", 2))
         before = everything(client)
-    assert "journal-000002.jsonl" in journal_files(tmp_path)
+    assert journal_files(tmp_path) == ["journal-000001.jsonl", "journal-000002.jsonl",
+                                       "snapshot-000002.jsonl.tmp"]
 
-    with server_run(tmp_path) as client:
+    with server_run(tmp_path, sync_seconds=0.02) as client:
         assert everything(client) == before
-    assert journal_files(tmp_path) == ["journal-000003.jsonl", "snapshot-000003.jsonl"]
+        wait_until(lambda: journal_files(tmp_path) == ["journal-000003.jsonl",
+                                                       "snapshot-000003.jsonl"],
+                   "the compaction after the crash")
 
 
 def test_an_incomplete_last_line_is_ignored(tmp_path: Path) -> None:
@@ -274,10 +294,9 @@ def test_a_damaged_line_is_refused_naming_the_file_and_line(tmp_path: Path) -> N
 
 
 def test_a_snapshot_without_its_end_marker_is_refused(tmp_path: Path) -> None:
-    with server_run(tmp_path) as client:
+    with storage_run(tmp_path) as (client, storage):
         create_tables(client)
-    with server_run(tmp_path):
-        pass
+        storage.compact()
     snapshot = tmp_path / "snapshot-000002.jsonl"
     snapshot.write_bytes(b"".join(snapshot.read_bytes().splitlines(keepends=True)[:-1]))
 
@@ -325,3 +344,118 @@ def test_a_write_the_journal_cannot_take_stops_the_server(
             backend.put_item("events", event("s1", 1))
 
     assert "No space left on device; stopping" in capsys.readouterr().err
+
+
+def test_a_snapshot_of_the_first_format_is_read_and_rewritten_in_the_current_one(
+    tmp_path: Path
+) -> None:
+    with server_run(tmp_path) as client:
+        create_tables(client)
+        client.put_item(TableName="events", Item=event("s1", 1, "Привет 👋"))
+        client.put_item(TableName="sessions", Item={"id": {"S": "a"}, "owner": {"S": "ann"}})
+        before = everything(client)
+    # Version 1 snapshots held one record per item, as the journal does.
+    journal = tmp_path / "journal-000001.jsonl"
+    records = journal.read_bytes().splitlines(keepends=True)[1:]
+    (tmp_path / "snapshot-000001.jsonl").write_bytes(
+        b'{"format":"backchat-dynamodb","kind":"snapshot","version":1}\n' + b"".join(records)
+        + f'{{"end":{len(records)}}}\n'.encode())
+    journal.write_bytes(b'{"format":"backchat-dynamodb","kind":"journal","version":1}\n')
+
+    with server_run(tmp_path, sync_seconds=0.02) as client:
+        assert everything(client) == before
+        wait_until(lambda: "snapshot-000002.jsonl" in journal_files(tmp_path),
+                   "the snapshot in the current format")
+    header = (tmp_path / "snapshot-000002.jsonl").read_bytes().splitlines()[0]
+    assert b'"version":2' in header
+    with server_run(tmp_path) as client:
+        assert everything(client) == before
+
+
+def test_a_start_builds_only_the_partitions_it_is_asked_for(tmp_path: Path) -> None:
+    with storage_run(tmp_path) as (client, storage):
+        create_tables(client)
+        for session in range(30):
+            client.batch_write_item(RequestItems={"events": [
+                {"PutRequest": {"Item": event(f"s{session}", seq)}} for seq in (1, 2, 3)]})
+        client.put_item(TableName="sessions", Item={"id": {"S": "a"}, "owner": {"S": "ann"}})
+        storage.compact()
+
+    with server_run(tmp_path) as client:
+        backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
+        events = backend.get_table("events")
+        assert isinstance(events.items, PartitionMap) and len(events.items.stored()) == 30
+        # A table with an index is built at start (an index query reads all of it).
+        assert backend.get_table("sessions").items.stored() == {}
+
+        page = client.query(TableName="events", ConsistentRead=True,
+                            KeyConditionExpression="sessionId = :s",
+                            ExpressionAttributeValues={":s": {"S": "s7"}})
+        assert page["Items"] == [event("s7", seq) for seq in (1, 2, 3)]
+        assert len(events.items.stored()) == 29
+        described = client.describe_table(TableName="events")["Table"]
+        assert described["ItemCount"] == 90 and len(events.items.stored()) == 29
+        assert client.get_item(TableName="events", Key={"sessionId": {"S": "s8"},
+                                                        "seq": {"N": "2"}})["Item"] == event("s8", 2)
+        assert len(events.items.stored()) == 28
+
+
+def test_restored_items_are_the_items_moto_stores(tmp_path: Path) -> None:
+    every_type = {
+        "id": {"S": "all"}, "owner": {"S": "ann"}, "n": {"N": "-12.50"}, "b": {"B": b"\x00\xff"},
+        "yes": {"BOOL": True}, "none": {"NULL": True}, "ss": {"SS": ["a", "b"]},
+        "ns": {"NS": ["1", "2.5"]}, "bs": {"BS": [b"\x01", b"\x02"]},
+        "list": {"L": [{"S": "x"}, {"N": "1"}, {"M": {"deep": {"B": b"\x03"}}}]},
+        "map": {"M": {"k": {"L": []}, "empty": {"M": {}}, "t": {"S": "é👋"}}},
+    }
+    with server_run(tmp_path) as client:
+        create_tables(client)
+        client.put_item(TableName="sessions", Item=every_type)
+        client.put_item(TableName="events", Item=event("s1", 1))
+        stored = {name: structure(item) for name, item in stored_items().items()}
+
+    with server_run(tmp_path):
+        assert {name: structure(item) for name, item in stored_items().items()} == stored
+
+
+def stored_items() -> dict[str, Any]:
+    backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
+    return {f"{table.name} {index}": item for table in backend.tables.values()
+            for index, item in enumerate(table.all_items())}
+
+
+def structure(value: Any) -> Any:
+    """The objects behind a moto Item, as comparable nested tuples (classes included)."""
+    if isinstance(value, (Item, DynamoType)):
+        return (type(value).__name__, structure(vars(value)))
+    if isinstance(value, dict):
+        return (type(value).__name__, sorted((key, structure(item)) for key, item in value.items()))
+    if isinstance(value, list):
+        return ("list", [structure(item) for item in value])
+    return (type(value).__name__, value)
+
+
+def test_binary_keys_survive_a_restart(tmp_path: Path) -> None:
+    def item(hash_key: bytes, range_key: bytes) -> dict[str, Any]:
+        return {"h": {"B": hash_key}, "r": {"B": range_key}, "v": {"B": hash_key + range_key}}
+
+    with storage_run(tmp_path) as (client, storage):
+        client.create_table(
+            TableName="blobs", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "h", "KeyType": "HASH"},
+                       {"AttributeName": "r", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "h", "AttributeType": "B"},
+                                  {"AttributeName": "r", "AttributeType": "B"}])
+        for hash_key, range_key in [(b"\x00", b"\x01"), (b"\x00", b"\xff"), (b"\xfe", b"\x02")]:
+            client.put_item(TableName="blobs", Item=item(hash_key, range_key))
+        storage.compact()
+        client.delete_item(TableName="blobs", Key={"h": {"B": b"\x00"}, "r": {"B": b"\xff"}})
+        before = everything(client)
+
+    with server_run(tmp_path) as client:
+        assert everything(client) == before
+        page = client.query(TableName="blobs", KeyConditionExpression="h = :h",
+                            ExpressionAttributeValues={":h": {"B": b"\x00"}})
+        assert page["Items"] == [item(b"\x00", b"\x01")]
+        client.delete_item(TableName="blobs", Key={"h": {"B": b"\xfe"}, "r": {"B": b"\x02"}})
+        assert client.scan(TableName="blobs")["Count"] == 1

@@ -8,6 +8,7 @@ is shaped like backchat's tables and changed by every kind of write between the 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import boto3
@@ -18,7 +19,7 @@ from moto import mock_aws
 from moto.dynamodb.models.table import Table
 
 from scripts import dynamodb_query
-from scripts.embedded_dynamodb import install_atomic_backend
+from scripts.embedded_dynamodb import DurableStorage, install_atomic_backend
 
 REGION = "us-east-1"
 MOTO_QUERY = dynamodb_query.moto_query
@@ -86,12 +87,16 @@ TABLES = [
 
 
 @pytest.fixture
-def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("DDB_ENDPOINT", raising=False)
     install_atomic_backend()
+
+
+@pytest.fixture
+def client(fake_aws: None) -> Iterator[Any]:
     with mock_aws():
         dynamodb = boto3.client("dynamodb", region_name=REGION)
         for table in TABLES:
@@ -483,3 +488,29 @@ def test_a_page_reads_only_the_items_it_returns(client: Any, monkeypatch: pytest
     assert newest["Items"][0]["id"] == {"S": "s0399"} and newest["Count"] == 20
     assert [item["seq"]["N"] for item in after["Items"]] == [str(n) for n in range(301, 351)]
     assert len(read) == (20 + 1) + (50 + 1)  # each page and the item after it
+
+
+def test_queries_after_a_restart_answer_as_moto_does(tmp_path: Path, fake_aws: None) -> None:
+    rng = random.Random(11)
+    with mock_aws():
+        storage = DurableStorage.open(tmp_path)
+        first = boto3.client("dynamodb", region_name=REGION)
+        for table in TABLES:
+            first.create_table(BillingMode="PAY_PER_REQUEST", **table)
+        for _ in range(200):
+            random_write(first, rng)
+        storage.compact()  # most partitions restored from the snapshot, as stored text
+        for _ in range(60):
+            random_write(first, rng)  # the rest from the journal
+        storage.close()
+
+    with mock_aws():
+        storage = DurableStorage.open(tmp_path)
+        try:
+            restarted = boto3.client("dynamodb", region_name=REGION)
+            for _ in range(80):
+                if rng.random() < 0.3:
+                    random_write(restarted, rng)
+                every_page(restarted, **random_query(rng))
+        finally:
+            storage.close()
