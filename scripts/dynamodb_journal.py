@@ -14,8 +14,8 @@ leave an incomplete last line: it was never acknowledged and is ignored. Any oth
 line is an error: data is never dropped silently.
 
 A snapshot line may carry a payload after its record, separated by a tab (which JSON text never
-holds unescaped): `<record>\t<payload>`. The payload is kept as bytes, undecoded, in the record's
-"payload" key; scripts/dynamodb_partitions.py stores a partition's items that way, so a start
+holds unescaped): `<record>\t<payload>`. The payload is kept undecoded, as a memoryview of the
+line, in the record's "payload" key; scripts/dynamodb_partitions.py stores a partition's items that way, so a start
 reads a large snapshot without decoding every item. The records themselves are opaque JSON
 objects here; scripts/embedded_dynamodb.py says what they mean.
 
@@ -148,10 +148,10 @@ class Journal:
         for number, line in self._lines(path):
             if not line.endswith(b"\n"):
                 raise self._damaged(path, number, "the snapshot ends in the middle of a line")
-            line, tab, payload = line.partition(b"\t")
-            record = self._decode(path, number, line)
-            if tab:
-                record["payload"] = payload[:-1]
+            tab = line.find(b"\t")
+            record = self._decode(path, number, line if tab < 0 else line[:tab])
+            if tab >= 0:
+                record["payload"] = memoryview(line)[tab + 1:-1]
             if number == 1:
                 self.snapshot_version = self._check_header(path, record, _SNAPSHOT)
             elif ended:

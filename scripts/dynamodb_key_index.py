@@ -22,13 +22,18 @@ import bisect
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 from weakref import WeakKeyDictionary
 
 from moto.dynamodb.models.dynamo_type import DynamoType, Item
 from moto.dynamodb.models.table import GlobalSecondaryIndex, Table
 
-from scripts.dynamodb_partitions import built_item_at
+from scripts.dynamodb_partitions import (
+    PartitionMap,
+    built_item_at,
+    item_from_image,
+    partition_items,
+)
 
 # How many partitions keep a sorted view of their range keys.
 KEPT_PARTITION_VIEWS = 4096
@@ -227,16 +232,31 @@ def _build_index(table: Table, index: GlobalSecondaryIndex,
     sort_by = table._generate_attr_to_sort_by([hash_attribute, table.hash_key_attr], range_attrs)
     view = IndexKeys(definition, hash_attribute, range_attribute, sort_by[1:], dict(types))
     grouped: dict[DynamoType, list[tuple[Order, PrimaryKey]]] = {}
-    for partition in table.items.values():
-        for item in (partition.values() if table.range_key_attr else [partition]):
-            key = (item.hash_key, item.range_key)
-            entry = view.entry(item)
-            if entry is None:
-                continue
-            view.entries[key] = entry
-            if entry is _FOREIGN:
-                view.foreign += 1
-            else:
-                grouped.setdefault(entry[0], []).append((entry[1], key))
+    for item in _items_with_keys(table, {hash_attribute, *sort_by}):
+        key = (item.hash_key, item.range_key)
+        entry = view.entry(item)
+        if entry is None:
+            continue
+        view.entries[key] = entry
+        if entry is _FOREIGN:
+            view.foreign += 1
+        else:
+            grouped.setdefault(entry[0], []).append((entry[1], key))
     view.groups = {value: SortedKeys.sorted_from(entries) for value, entries in grouped.items()}
     return view
+
+
+def _items_with_keys(table: Table, names: set[str]) -> Iterator[Item]:
+    """Yield every item of the table, or of a stored partition only its keys if they cover names."""
+    items = table.items
+    built = list(dict.values(items))
+    stored = items.stored() if isinstance(items, PartitionMap) else []
+    for hash_key, partition in stored:
+        if partition.keys is not None and names <= set(partition.layout.key_attributes or ()):
+            for keys in partition.keys:
+                yield item_from_image(keys, table.hash_key_attr, table.range_key_attr)
+        else:
+            yield from partition_items(table, items[hash_key])
+    for partition in built:
+        if partition:
+            yield from partition_items(table, partition)

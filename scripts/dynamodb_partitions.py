@@ -7,6 +7,12 @@ items into moto Items takes most of a minute, so a table restored from a snapsho
 was stored as (a `StoredPartition`) until something touches it; then its Items are built, once.
 Everything moto does with `table.items` (index, `in`, `get`, `pop`, iterate) sees every item.
 
+A stored partition also says, without its items being read, how many items it holds, their
+earliest TTL time (for scripts/dynamodb_ttl.py) and, in a table with secondary indexes, each
+item's key attributes (so scripts/dynamodb_key_index.py can sort an index's keys without
+building the items). Which TTL attribute and key attributes those are is the partition's
+`Layout`, the table's at the time it was stored.
+
 `item_from_image` builds the Item that moto's own put would store for an image (the item's
 attributes in DynamoDB JSON), without re-checking what moto checked when the image was written.
 """
@@ -17,7 +23,8 @@ import copy
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from decimal import Decimal
+from typing import Any, Iterator
 
 from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 from moto.dynamodb.models.table import Table
@@ -30,46 +37,87 @@ _new = object.__new__
 
 
 @dataclass(frozen=True)
+class Layout:
+    """What a stored partition records beside its items: a TTL attribute, key attributes."""
+
+    ttl_attribute: str | None
+    # The table's key attributes and its indexes'; None for a table without indexes.
+    key_attributes: tuple[str, ...] | None
+
+    @classmethod
+    def of(cls, table: Table) -> "Layout":
+        """Return the layout a partition of this table is stored with now."""
+        indexes = [*table.global_indexes, *table.indexes]
+        names = None
+        if indexes:
+            names = tuple(dict.fromkeys([*table.table_key_attrs, *(
+                key["AttributeName"] for index in indexes for key in index.schema)]))
+        return cls(table.ttl.get("AttributeName"), names)
+
+
+@dataclass(frozen=True)
 class StoredPartition:
     """One partition's items as stored: a JSON array of images, and what is known without it."""
 
     count: int
-    # The smallest numeric value of `ttl_attribute` among the items (None: no item has one).
+    # The smallest numeric value of the layout's TTL attribute among the items (None: none has one).
     expires: float | None
-    ttl_attribute: str | None
-    payload: bytes
+    # Each item's key attributes (as the layout names them), or None.
+    keys: list[Image] | None
+    layout: Layout
+    # A view into the snapshot line it was read from (no copy at start), or bytes.
+    payload: bytes | memoryview
 
     def images(self) -> list[Image]:
-        return json.loads(self.payload)
+        return json.loads(bytes(self.payload))
+
+
+def stored_partition(images: list[Image], layout: Layout) -> StoredPartition:
+    """Return the stored form of a partition's item images."""
+    earliest = None
+    if layout.ttl_attribute is not None:
+        times = [_number(image.get(layout.ttl_attribute)) for image in images]
+        earliest = min((time for time in times if time is not None), default=None)
+    keys = None
+    if layout.key_attributes is not None:
+        keys = [{name: image[name] for name in layout.key_attributes if name in image}
+                for image in images]
+    return StoredPartition(len(images), earliest, keys, layout, encode_payload(images))
+
+
+def restored(stored: StoredPartition, layout: Layout) -> StoredPartition:
+    """Return the partition stored with `layout` (itself if it already is)."""
+    return stored if stored.layout == layout else stored_partition(stored.images(), layout)
 
 
 def ttl_value(attribute: DynamoType | None) -> float | None:
     """Return a TTL attribute's time in epoch seconds, or None if TTL ignores it (not a number)."""
-    if attribute is None or attribute.type != "N":
+    return None if attribute is None else _number({attribute.type: attribute.value})
+
+
+def _number(value: Image | None) -> float | None:
+    if not value or "N" not in value:
         return None
     try:
-        return float(attribute.value)
+        return float(value["N"])
     except (TypeError, ValueError):
         return None
 
 
-def stored_partition(items: Iterable[Item], ttl_attribute: str | None) -> StoredPartition:
-    """Return the stored form of a partition's items."""
-    images, earliest = [], None
-    for item in items:
-        images.append(item.to_json()["Attributes"])
-        if ttl_attribute is not None:
-            expires = ttl_value(item.attrs.get(ttl_attribute))
-            if expires is not None and (earliest is None or expires < earliest):
-                earliest = expires
-    return StoredPartition(len(images), earliest, ttl_attribute, encode_payload(images))
-
-
 def item_from_image(image: Image, hash_key_attr: str, range_key_attr: str | None) -> Item:
     """Return the Item moto stores for this image (already checked by moto when it was written)."""
+    # LimitedSizeDict's own __setitem__ re-sums the item's size for every attribute.
     attrs = LimitedSizeDict.__new__(LimitedSizeDict)
-    # dict.update, not LimitedSizeDict's __setitem__: that re-sums the item's size per attribute.
-    dict.update(attrs, {name: dynamo_type(value) for name, value in image.items()})
+    for name, value in image.items():
+        (kind,) = value
+        raw = value[kind]
+        if kind in _NESTED:
+            built = dynamo_type(value)
+        else:
+            built = _new(DynamoType)
+            built.type = kind
+            built.value = raw
+        dict.__setitem__(attrs, name, built)
     item = _new(Item)
     item.hash_key = attrs[hash_key_attr]
     item.range_key = attrs[range_key_attr] if range_key_attr else None
@@ -77,9 +125,13 @@ def item_from_image(image: Image, hash_key_attr: str, range_key_attr: str | None
     return item
 
 
+_NESTED = {"L", "M", "B", "BS"}
+
+
 def dynamo_type(value: Image) -> DynamoType:
     """Return the DynamoType moto builds from a request's value (binary as bytes)."""
-    (kind, raw), = value.items()
+    (kind,) = value
+    raw = value[kind]
     if kind == "L":
         raw = [dynamo_type(element) for element in raw]
     elif kind == "M":
@@ -122,7 +174,9 @@ class PartitionMap(dict):
         super().__init__()
         self._range_key_attr = table.range_key_attr
         self._hash_key_attr = table.hash_key_attr
-        self._stored: dict[DynamoType, StoredPartition] = {}
+        # Keyed by (type, value) rather than by DynamoType, whose hash takes several calls:
+        # a start adds a stored partition per line of the snapshot.
+        self._stored: dict[tuple[str, Any], tuple[DynamoType, StoredPartition]] = {}
 
     @classmethod
     def of(cls, table: Table) -> "PartitionMap":
@@ -137,43 +191,55 @@ class PartitionMap(dict):
 
     def add_stored(self, hash_key: DynamoType, stored: StoredPartition) -> None:
         """Hold a stored partition; merged into what is there if the partition exists already."""
-        if dict.__contains__(self, hash_key) or hash_key in self._stored:
-            existing = self[hash_key]
-            for item in self._build(stored):
-                if self._range_key_attr:
-                    existing[item.range_key] = item
-                else:
-                    dict.__setitem__(self, hash_key, item)
-            return
-        self._stored[hash_key] = stored
+        held = self._stored.setdefault(_plain(hash_key), (hash_key, stored))
+        if held[1] is not stored:
+            self._merge(hash_key, stored)
+        elif dict.__len__(self) and dict.__contains__(self, hash_key):
+            del self._stored[_plain(hash_key)]
+            self._merge(hash_key, stored)
 
-    def stored(self) -> dict[DynamoType, StoredPartition]:
-        """Return the partitions not built yet (a copy)."""
-        return dict(self._stored)
+    def _merge(self, hash_key: DynamoType, stored: StoredPartition) -> None:
+        existing = self[hash_key]
+        for item in self._build(stored):
+            if self._range_key_attr:
+                existing[item.range_key] = item
+            else:
+                dict.__setitem__(self, hash_key, item)
+
+    def stored(self) -> list[tuple[DynamoType, StoredPartition]]:
+        """Return the partitions not built yet, with their hash keys."""
+        return list(self._stored.values())
 
     def stored_partition(self, hash_key: DynamoType) -> StoredPartition | None:
         """Return the partition under hash_key if it is not built yet."""
-        return self._stored.get(hash_key)
+        held = self._stored.get(_plain(hash_key)) if self._stored else None
+        return None if held is None else held[1]
 
     def build_all(self) -> None:
         """Build every stored partition."""
-        for hash_key in list(self._stored):
+        for hash_key, _ in self.stored():
             self[hash_key]
 
     def item_count(self) -> int:
         """Return how many items the table holds, without building anything."""
         built = (sum(len(partition) for partition in dict.values(self)) if self._range_key_attr
                  else dict.__len__(self))
-        return built + sum(stored.count for stored in self._stored.values())
+        return built + sum(stored.count for _, stored in self._stored.values())
 
     def _build(self, stored: StoredPartition) -> list[Item]:
         return [item_from_image(image, self._hash_key_attr, self._range_key_attr)
                 for image in stored.images()]
 
+    def _pop_stored(self, hash_key: object) -> StoredPartition | None:
+        if not self._stored or not isinstance(hash_key, DynamoType):
+            return None
+        held = self._stored.pop(_plain(hash_key), None)
+        return None if held is None else held[1]
+
     # -- dict, as moto uses it -------------------------------------------------------------
 
     def __missing__(self, hash_key: DynamoType) -> Any:
-        stored = self._stored.pop(hash_key, None)
+        stored = self._pop_stored(hash_key)
         if stored is None:
             partition: Any = {}  # what moto's defaultdict(dict) gives
         elif self._range_key_attr:
@@ -184,16 +250,16 @@ class PartitionMap(dict):
         return partition
 
     def __contains__(self, hash_key: object) -> bool:
-        return dict.__contains__(self, hash_key) or hash_key in self._stored
+        return dict.__contains__(self, hash_key) or (
+            bool(self._stored) and isinstance(hash_key, DynamoType)
+            and _plain(hash_key) in self._stored)
 
     def __setitem__(self, hash_key: DynamoType, partition: Any) -> None:
-        self._stored.pop(hash_key, None)
+        self._pop_stored(hash_key)
         dict.__setitem__(self, hash_key, partition)
 
     def __delitem__(self, hash_key: DynamoType) -> None:
-        if self._stored.pop(hash_key, None) is None:
-            dict.__delitem__(self, hash_key)
-        elif dict.__contains__(self, hash_key):
+        if self._pop_stored(hash_key) is None or dict.__contains__(self, hash_key):
             dict.__delitem__(self, hash_key)
 
     def __len__(self) -> int:
@@ -207,7 +273,7 @@ class PartitionMap(dict):
         return self[hash_key] if hash_key in self else default
 
     def pop(self, hash_key: DynamoType, *default: Any) -> Any:
-        if hash_key in self._stored:
+        if hash_key in self:
             self[hash_key]
         return dict.pop(self, hash_key, *default)
 
@@ -231,3 +297,8 @@ class PartitionMap(dict):
         # A copy (moto's backups) is an ordinary moto table: every partition built.
         return copy.deepcopy(defaultdict(dict, self.items()), memo)
 
+
+def _plain(key: DynamoType) -> tuple[str, Any]:
+    """Return what a key DynamoType's equality and hash are made of (its type and cast_value)."""
+    kind = key.type
+    return (kind, Decimal(key.value)) if kind == "N" else (kind, key.value)

@@ -134,8 +134,8 @@ def note_write(table: Table, hash_key: DynamoType, range_key: DynamoType | None)
 def _build(table: Table, attribute: str) -> ExpirySchedule:
     schedule = ExpirySchedule(attribute)
     if isinstance(table.items, PartitionMap):
-        for hash_key, stored in table.items.stored().items():
-            if stored.ttl_attribute != attribute:
+        for hash_key, stored in table.items.stored():
+            if stored.layout.ttl_attribute != attribute:
                 schedule.note_stored(hash_key, float("-inf"))  # unknown: read it soon
             elif stored.expires is not None:
                 schedule.note_stored(hash_key, stored.expires)

@@ -32,6 +32,7 @@ import atexit
 import copy
 import functools
 import inspect
+import itertools
 import os
 import sys
 import threading
@@ -57,19 +58,19 @@ from scripts.dynamodb_journal import (
     SNAPSHOT_VERSION,
     Journal,
     JournalError,
-    encode_payload,
     encode_record,
     encode_record_with_payload,
 )
 from scripts.dynamodb_partitions import (
     Image,
+    Layout,
     PartitionMap,
     StoredPartition,
     dynamo_type,
     item_from_image,
     partition_items,
+    restored,
     stored_partition,
-    ttl_value,
 )
 
 _LOCK = threading.RLock()
@@ -392,6 +393,8 @@ class DurableStorage:
         self._journal = journal
         self._backends = backends
         self._sync_seconds = sync_seconds
+        # The table whose partitions a snapshot being loaded lists now, and their layout.
+        self._restoring: tuple[PartitionMap, Layout] | None = None
         # A generation started at open whose snapshot the keeper thread is to write.
         self._pending_snapshot: Generation | None = None
         self._stop = threading.Event()
@@ -403,8 +406,7 @@ class DurableStorage:
              compact_min_bytes: int = COMPACT_MIN_BYTES) -> "DurableStorage":
         """Lock directory, load what it holds into the (empty) backends, journal what follows.
 
-        The load leaves stored partitions as text (built when first touched), except in tables
-        with secondary indexes. Writes go to a new journal at once; if the load replayed any
+        The load leaves stored partitions as text, built when first touched. Writes go to a new journal at once; if the load replayed any
         journaled write, or read an older snapshot format, the keeper thread writes that
         generation's snapshot soon after (a start with nothing to compact keeps the snapshot).
         Raises JournalError (DataDirectoryInUse if another process holds it).
@@ -416,7 +418,6 @@ class DurableStorage:
             with _LOCK:
                 for record in journal.records():
                     storage._replay(record)
-                storage._build_indexed_tables()
                 started = storage._start_generation()
             if journal.journal_records or journal.snapshot_version not in (None, SNAPSHOT_VERSION):
                 storage._pending_snapshot = started
@@ -451,7 +452,8 @@ class DurableStorage:
         tables = [
             (backend, table, list(getattr(table, _SCHEMA_RECORDS, [])),
              list(dict.keys(table.items))
-             + (list(table.items.stored()) if isinstance(table.items, PartitionMap) else []))
+             + ([key for key, _ in table.items.stored()]
+                if isinstance(table.items, PartitionMap) else []))
             for backend, table in self._tables()
         ]
         return generation, tables
@@ -472,12 +474,11 @@ class DurableStorage:
         with _LOCK:
             table = backend.get_table(table_name)
             partitions = PartitionMap.of(table)
-            attribute = table.ttl.get("AttributeName")
+            layout = Layout.of(table)
             hash_image, group = None, []
-            for image in [*images, None]:
+            for image in itertools.chain(images, [None]):
                 if group and (image is None or image[table.hash_key_attr] != hash_image):
-                    partitions.add_stored(dynamo_type(hash_image), StoredPartition(
-                        len(group), _earliest(group, attribute), attribute, encode_payload(group)))
+                    partitions.add_stored(dynamo_type(hash_image), stored_partition(group, layout))
                     count += len(group)
                     group = []
                 if image is not None:
@@ -533,15 +534,20 @@ class DurableStorage:
                     yield backend, table
 
     def _snapshot_lines(self, tables: list[TableState]) -> Iterator[bytes]:
-        """Yield the snapshot's lines: each table's operations, then its partitions."""
+        """Yield the snapshot's lines: per table, its operations, its layout, its partitions."""
         for backend, table, schema_records, hash_keys in tables:
             yield from (encode_record(record) for record in schema_records)
+            with _LOCK:
+                layout = Layout.of(table)
+            yield encode_record({"partitions": {
+                **_where(backend), "table": table.name, "ttlAttribute": layout.ttl_attribute,
+                "keyAttributes": layout.key_attributes}})
             position = 0
             while position < len(hash_keys):
                 lines, encoded = [], 0
                 with _LOCK:
                     while position < len(hash_keys) and encoded < SNAPSHOT_CHUNK_ITEMS:
-                        line, items = _partition_line(backend, table, hash_keys[position])
+                        line, items = _partition_line(table, hash_keys[position], layout)
                         position += 1
                         if line:
                             lines.append(line)
@@ -549,19 +555,18 @@ class DurableStorage:
                 yield from lines
 
     def _replay(self, record: Record) -> None:
-        partition = record.get("partition")
+        if "p" in record:
+            self._replay_partition(record)
+            return
         operation = record.get("op")
-        if partition is None and operation not in ("write_items", *_TABLE_OPERATIONS):
-            raise JournalError(f"{self.directory} holds a record this backchat does not know "
-                               f"({operation!r}); was it written by a newer version?")
-        where = partition or record
-        backend = self._backends[where["account"]][where["region"]]
-        if partition is not None:
-            PartitionMap.of(backend.get_table(partition["table"])).add_stored(
-                dynamo_type(partition["hash"]),
-                StoredPartition(partition["count"], partition["expires"],
-                                partition["ttlAttribute"], record["payload"]))
+        if "partitions" in record:
+            where = record["partitions"]
+            table = self._backends[where["account"]][where["region"]].get_table(where["table"])
+            attributes = where["keyAttributes"]
+            self._restoring = (PartitionMap.of(table), Layout(
+                where["ttlAttribute"], None if attributes is None else tuple(attributes)))
         elif operation == "write_items":
+            backend = self._backends[record["account"]][record["region"]]
             for image in record["items"]:
                 table = backend.get_table(image["table"])
                 if image["item"] is None:
@@ -571,16 +576,23 @@ class DurableStorage:
                                       if table.range_key_attr else None)
                 else:
                     _put_image(table, image["item"])
-        else:
+        elif operation in _TABLE_OPERATIONS:
+            backend = self._backends[record["account"]][record["region"]]
             _original(operation)(backend, **record["args"])
             _remember_schema(backend, record)
+        else:
+            raise JournalError(f"{self.directory} holds a record this backchat does not know "
+                               f"({operation!r}); was it written by a newer version?")
 
-    def _build_indexed_tables(self) -> None:
-        # A table with indexes is built at start: its first index Query would build it anyway,
-        # and at start the local stack reads one (the runs its last stop cut off).
-        for _, table in self._tables():
-            if (table.global_indexes or table.indexes) and isinstance(table.items, PartitionMap):
-                table.items.build_all()
+    def _replay_partition(self, record: Record) -> None:
+        # A snapshot's partition line, after its table's "partitions" line.
+        if self._restoring is None:
+            raise JournalError(f"{self.directory}: a snapshot holds a partition before the "
+                               "table it belongs to; the file is damaged")
+        partitions, layout = self._restoring
+        hash_key, count, expires, keys = record["p"]
+        partitions.add_stored(dynamo_type(hash_key),
+                              StoredPartition(count, expires, keys, layout, record["payload"]))
 
 
 def _put_image(table: Table, image: Image) -> None:
@@ -593,26 +605,21 @@ def _put_image(table: Table, image: Image) -> None:
     _note_write(table, item.hash_key, item.range_key)
 
 
-def _partition_line(backend: DynamoDBBackend, table: Table,
-                    hash_key: DynamoType) -> tuple[bytes | None, int]:
+def _partition_line(table: Table, hash_key: DynamoType,
+                    layout: Layout) -> tuple[bytes | None, int]:
     """Return a partition's snapshot line and item count (None if it is empty now)."""
     items = table.items
     stored = items.stored_partition(hash_key) if isinstance(items, PartitionMap) else None
-    if stored is None:
+    if stored is not None:
+        stored = restored(stored, layout)
+    else:
         partition = dict.get(items, hash_key)
         if not partition:
             return None, 0
-        stored = stored_partition(partition_items(table, partition), table.ttl.get("AttributeName"))
-    prefix = {"partition": {**_where(backend), "table": table.name, "hash": hash_key.to_json(),
-                            "count": stored.count, "expires": stored.expires,
-                            "ttlAttribute": stored.ttl_attribute}}
-    return encode_record_with_payload(prefix, stored.payload), stored.count
-
-
-def _earliest(images: list[Image], attribute: str | None) -> float | None:
-    times = [ttl_value(dynamo_type(image[attribute])) for image in images
-             if attribute is not None and attribute in image]
-    return min((time for time in times if time is not None), default=None)
+        stored = stored_partition([item.to_json()["Attributes"]
+                                   for item in partition_items(table, partition)], layout)
+    record = {"p": [hash_key.to_json(), stored.count, stored.expires, stored.keys]}
+    return encode_record_with_payload(record, stored.payload), stored.count
 
 
 def _original(name: str) -> Any:

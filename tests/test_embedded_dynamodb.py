@@ -378,15 +378,15 @@ def test_a_start_builds_only_the_partitions_it_is_asked_for(tmp_path: Path) -> N
         for session in range(30):
             client.batch_write_item(RequestItems={"events": [
                 {"PutRequest": {"Item": event(f"s{session}", seq)}} for seq in (1, 2, 3)]})
-        client.put_item(TableName="sessions", Item={"id": {"S": "a"}, "owner": {"S": "ann"}})
+            client.put_item(TableName="sessions", Item={
+                "id": {"S": f"s{session}"}, "owner": {"S": "ann" if session < 5 else "bob"}})
         storage.compact()
 
     with server_run(tmp_path) as client:
         backend = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION]
-        events = backend.get_table("events")
+        events, sessions = backend.get_table("events"), backend.get_table("sessions")
         assert isinstance(events.items, PartitionMap) and len(events.items.stored()) == 30
-        # A table with an index is built at start (an index query reads all of it).
-        assert backend.get_table("sessions").items.stored() == {}
+        assert len(sessions.items.stored()) == 30
 
         page = client.query(TableName="events", ConsistentRead=True,
                             KeyConditionExpression="sessionId = :s",
@@ -398,6 +398,13 @@ def test_a_start_builds_only_the_partitions_it_is_asked_for(tmp_path: Path) -> N
         assert client.get_item(TableName="events", Key={"sessionId": {"S": "s8"},
                                                         "seq": {"N": "2"}})["Item"] == event("s8", 2)
         assert len(events.items.stored()) == 28
+        # An index is sorted from the keys stored beside each partition: only the items a
+        # page returns are built.
+        owned = client.query(TableName="sessions", IndexName="byOwner",
+                             KeyConditionExpression="#o = :ann", ExpressionAttributeNames={"#o": "owner"},
+                             ExpressionAttributeValues={":ann": {"S": "ann"}})
+        assert sorted(item["id"]["S"] for item in owned["Items"]) == [f"s{n}" for n in range(5)]
+        assert len(sessions.items.stored()) == 25
 
 
 def test_restored_items_are_the_items_moto_stores(tmp_path: Path) -> None:
