@@ -27,6 +27,8 @@ from scripts.loopback import HOST, free_ports, new_http
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
+# A bench stack's environment: enough run threads, and a running cap above any phase's load.
+STACK_ENV = {"LOCAL_WORKERS": "256", "MAX_RUNNING_PER_OWNER": "100000"}
 # Often enough that the start-up time measured is not rounded up by much.
 HEALTH_POLL_SECONDS = 0.05
 
