@@ -116,6 +116,7 @@ class IndexKeys:
         return hash_value, tuple(native(attrs[name]) for name in self.sort_attributes)
 
     def update(self, key: PrimaryKey, item: Item | None) -> None:
+        """Move the item's entry to where it belongs now (item None: the item is gone)."""
         old = self.entries.pop(key, None)
         new = None if item is None else self.entry(item)
         if old is _FOREIGN:
@@ -125,13 +126,15 @@ class IndexKeys:
             group.remove(old[1])
             if not group.orders:
                 del self.groups[old[0]]
-        if new is None:
-            return
-        self.entries[key] = new
-        if new is _FOREIGN:
-            self.foreign += 1
-        else:
+        if new is not None and self.hold(key, new):
             self.groups.setdefault(new[0], SortedKeys()).put(new[1], key)
+
+    def hold(self, key: PrimaryKey, entry: Any) -> bool:
+        """Record an item's entry; return whether it belongs in a group (is not foreign)."""
+        self.entries[key] = entry
+        if entry is _FOREIGN:
+            self.foreign += 1
+        return entry is not _FOREIGN
 
 
 @dataclass
@@ -235,12 +238,7 @@ def _build_index(table: Table, index: GlobalSecondaryIndex,
     for item in _items_with_keys(table, {hash_attribute, *sort_by}):
         key = (item.hash_key, item.range_key)
         entry = view.entry(item)
-        if entry is None:
-            continue
-        view.entries[key] = entry
-        if entry is _FOREIGN:
-            view.foreign += 1
-        else:
+        if entry is not None and view.hold(key, entry):
             grouped.setdefault(entry[0], []).append((entry[1], key))
     view.groups = {value: SortedKeys.sorted_from(entries) for value, entries in grouped.items()}
     return view

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,9 @@ from moto.dynamodb.models.dynamo_type import DynamoType, Item
 
 from scripts.dynamodb_journal import DataDirectoryInUse, Journal, JournalError, lock_holder
 from scripts.dynamodb_partitions import PartitionMap
-from scripts.embedded_dynamodb import DurableStorage
+from scripts.dynamodb_ttl import Expirer
+from scripts.embedded_dynamodb import _LOCK, DurableStorage, expire_items
+from tests import test_embedded_dynamodb_query as queried
 
 REGION = "us-east-1"
 
@@ -466,3 +469,46 @@ def test_binary_keys_survive_a_restart(tmp_path: Path) -> None:
         assert page["Items"] == [item(b"\x00", b"\x01")]
         client.delete_item(TableName="blobs", Key={"h": {"B": b"\xfe"}, "r": {"B": b"\x02"}})
         assert client.scan(TableName="blobs")["Count"] == 1
+
+
+def test_queries_after_a_restart_answer_as_moto_does(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    with storage_run(tmp_path) as (client, storage):
+        queried.create_tables(client)
+        for _ in range(200):
+            queried.random_write(client, rng)
+        storage.compact()  # most partitions are restored from the snapshot, as stored text
+        for _ in range(60):
+            queried.random_write(client, rng)  # the rest from the journal
+
+    with server_run(tmp_path) as client:
+        for _ in range(80):
+            if rng.random() < 0.3:
+                queried.random_write(client, rng)
+            queried.every_page(client, **queried.random_query(rng))
+
+
+def test_expiry_is_journaled_and_reads_only_the_stored_partitions_due(tmp_path: Path) -> None:
+    with storage_run(tmp_path) as (client, storage):
+        create_tables(client)
+        for number in range(20):  # sessions s0..s19; the even ones' events have expired
+            expires = time.time() - 10 if number % 2 == 0 else time.time() + 3600
+            client.batch_write_item(RequestItems={"events": [
+                {"PutRequest": {"Item": {**event(f"s{number}", seq),
+                                         "expiresAt": {"N": str(int(expires))}}}}
+                for seq in (1, 2)]})
+        storage.compact()
+
+    with server_run(tmp_path):
+        events = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table("events")
+        assert len(events.items.stored()) == 20
+
+        assert Expirer(dynamodb_backends, _LOCK, expire_items).expire_due() == 20
+
+        # Only the partitions with something due were read.
+        assert {key.value for key, _ in events.items.stored()} == {
+            f"s{number}" for number in range(1, 20, 2)}
+
+    with server_run(tmp_path) as client:
+        left = {item["sessionId"]["S"] for item in everything(client)["events"]}
+        assert left == {f"s{number}" for number in range(1, 20, 2)}

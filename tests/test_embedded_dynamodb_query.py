@@ -8,18 +8,15 @@ is shaped like backchat's tables and changed by every kind of write between the 
 from __future__ import annotations
 
 import random
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from moto import mock_aws
 from moto.dynamodb.models.table import Table
 
 from scripts import dynamodb_query
-from scripts.embedded_dynamodb import DurableStorage, install_atomic_backend
 
 REGION = "us-east-1"
 MOTO_QUERY = dynamodb_query.moto_query
@@ -87,21 +84,16 @@ TABLES = [
 
 
 @pytest.fixture
-def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("DDB_ENDPOINT", raising=False)
-    install_atomic_backend()
+def client(aws: None) -> Any:
+    """A DynamoDB client on in-process moto (tests/conftest.py), with the tables above."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    create_tables(dynamodb)
+    return dynamodb
 
 
-@pytest.fixture
-def client(fake_aws: None) -> Iterator[Any]:
-    with mock_aws():
-        dynamodb = boto3.client("dynamodb", region_name=REGION)
-        for table in TABLES:
-            dynamodb.create_table(BillingMode="PAY_PER_REQUEST", **table)
-        yield dynamodb
+def create_tables(client: Any) -> None:
+    for table in TABLES:
+        client.create_table(BillingMode="PAY_PER_REQUEST", **table)
 
 
 def answer(call: Callable[[], dict[str, Any]]) -> Any:
@@ -268,7 +260,7 @@ def range_condition(rng: random.Random, name: str, values: list[dict[str, Any]]
     if operator is None:
         return "", {}
     if operator == "BETWEEN":
-        return f" AND #r BETWEEN :r1 AND :r2", {":r1": first, ":r2": second}
+        return " AND #r BETWEEN :r1 AND :r2", {":r1": first, ":r2": second}
     if operator == "begins_with":
         if "S" not in first or not first["S"]:
             return "", {}
@@ -489,28 +481,3 @@ def test_a_page_reads_only_the_items_it_returns(client: Any, monkeypatch: pytest
     assert [item["seq"]["N"] for item in after["Items"]] == [str(n) for n in range(301, 351)]
     assert len(read) == (20 + 1) + (50 + 1)  # each page and the item after it
 
-
-def test_queries_after_a_restart_answer_as_moto_does(tmp_path: Path, fake_aws: None) -> None:
-    rng = random.Random(11)
-    with mock_aws():
-        storage = DurableStorage.open(tmp_path)
-        first = boto3.client("dynamodb", region_name=REGION)
-        for table in TABLES:
-            first.create_table(BillingMode="PAY_PER_REQUEST", **table)
-        for _ in range(200):
-            random_write(first, rng)
-        storage.compact()  # most partitions restored from the snapshot, as stored text
-        for _ in range(60):
-            random_write(first, rng)  # the rest from the journal
-        storage.close()
-
-    with mock_aws():
-        storage = DurableStorage.open(tmp_path)
-        try:
-            restarted = boto3.client("dynamodb", region_name=REGION)
-            for _ in range(80):
-                if rng.random() < 0.3:
-                    random_write(restarted, rng)
-                every_page(restarted, **random_query(rng))
-        finally:
-            storage.close()

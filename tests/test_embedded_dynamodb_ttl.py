@@ -1,32 +1,22 @@
-"""The embedded DynamoDB deletes items past their table's TTL, in bounded, journaled batches."""
+"""The embedded DynamoDB deletes items past their table's TTL, in bounded batches.
+
+That the deletions are journaled is tested with the data directory (test_embedded_dynamodb.py).
+"""
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
-from moto.core import DEFAULT_ACCOUNT_ID
 from moto.dynamodb.models import dynamodb_backends
 
 from scripts.dynamodb_ttl import Expirer
-from scripts.embedded_dynamodb import _LOCK, DurableStorage, expire_items, install_atomic_backend
+from scripts.embedded_dynamodb import _LOCK, expire_items
 
 REGION = "us-east-1"
 NOW = 1_800_000_000.0
 YEAR = 365 * 86_400
-
-
-@pytest.fixture(autouse=True)
-def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("DDB_ENDPOINT", raising=False)
-    install_atomic_backend()
 
 
 class Clock:
@@ -48,15 +38,12 @@ class CountedExpire:
         expire_items(backend, table, keys)
 
 
-@contextmanager
-def run(data_dir: Path | None = None) -> Iterator[Any]:
-    with mock_aws():
-        storage = DurableStorage.open(data_dir) if data_dir else None
-        try:
-            yield boto3.client("dynamodb", region_name=REGION)
-        finally:
-            if storage:
-                storage.close()
+@pytest.fixture
+def client(aws: None) -> Any:
+    """A DynamoDB client on in-process moto (tests/conftest.py), with TTL-enabled tables."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    create_tables(dynamodb)
+    return dynamodb
 
 
 def create_tables(client: Any) -> None:
@@ -98,137 +85,95 @@ def expirer(clock: Clock, expire: Any = expire_items, batch: int = 100) -> Expir
     return Expirer(dynamodb_backends, _LOCK, expire, batch=batch, clock=clock)
 
 
-def test_items_past_their_time_are_deleted_and_the_others_kept() -> None:
+def test_items_past_their_time_are_deleted_and_the_others_kept(client: Any) -> None:
     clock = Clock()
-    with run() as client:
-        create_tables(client)
-        expired = [event("s1", 1, NOW - 1), event("s1", 2, NOW - 3600), event("s2", 1, NOW - 10)]
-        left = [
-            event("s1", 3, NOW + 60),  # not yet
-            event("s1", 4),  # no TTL attribute
-            event("s1", 5, {"S": str(NOW - 10)}),  # not a number: TTL ignores it
-            event("s1", 6, NOW - 6 * YEAR),  # more than five years ago: ignored
-            event("s1", 7, NOW),  # expires at now, not before
-        ]
-        for item in expired + left:
-            client.put_item(TableName="events", Item=item)
-        client.put_item(TableName="sessions", Item=session("gone", NOW - 5))
-        client.put_item(TableName="sessions", Item=session("here", NOW + 3600))
+    expired = [event("s1", 1, NOW - 1), event("s1", 2, NOW - 3600), event("s2", 1, NOW - 10)]
+    left = [
+        event("s1", 3, NOW + 60),  # not yet
+        event("s1", 4),  # no TTL attribute
+        event("s1", 5, {"S": str(NOW - 10)}),  # not a number: TTL ignores it
+        event("s1", 6, NOW - 6 * YEAR),  # more than five years ago: ignored
+        event("s1", 7, NOW),  # expires at now, not before
+    ]
+    for item in expired + left:
+        client.put_item(TableName="events", Item=item)
+    client.put_item(TableName="sessions", Item=session("gone", NOW - 5))
+    client.put_item(TableName="sessions", Item=session("here", NOW + 3600))
 
-        assert expirer(clock).expire_due() == 4
+    assert expirer(clock).expire_due() == 4
 
-        assert kept(client, "events") == sorted(left, key=repr)
-        assert kept(client, "sessions") == [session("here", NOW + 3600)]
-        clock.now = NOW + 61
-        assert expirer(clock).expire_due() == 2
-        assert kept(client, "events") == sorted(left[1:4], key=repr)
+    assert kept(client, "events") == sorted(left, key=repr)
+    assert kept(client, "sessions") == [session("here", NOW + 3600)]
+    clock.now = NOW + 61
+    assert expirer(clock).expire_due() == 2
+    assert kept(client, "events") == sorted(left[1:4], key=repr)
 
 
-def test_an_item_is_judged_by_its_ttl_when_the_deletion_comes() -> None:
+def test_an_item_is_judged_by_its_ttl_when_the_deletion_comes(client: Any) -> None:
     clock = Clock()
-    with run() as client:
-        create_tables(client)
-        for seq in (1, 2, 3):
-            client.put_item(TableName="events", Item=event("s", seq, NOW + 10))
-        schedule = expirer(clock)
-        assert schedule.expire_due() == 0  # builds the schedule
-        client.update_item(TableName="events", Key={"sessionId": {"S": "s"}, "seq": {"N": "1"}},
-                           UpdateExpression="SET expiresAt = :later",
-                           ExpressionAttributeValues={":later": {"N": str(NOW + 1000)}})
-        client.update_item(TableName="events", Key={"sessionId": {"S": "s"}, "seq": {"N": "2"}},
-                           UpdateExpression="REMOVE expiresAt")
-        clock.now = NOW + 11
+    for seq in (1, 2, 3):
+        client.put_item(TableName="events", Item=event("s", seq, NOW + 10))
+    schedule = expirer(clock)
+    assert schedule.expire_due() == 0  # builds the schedule
+    client.update_item(TableName="events", Key={"sessionId": {"S": "s"}, "seq": {"N": "1"}},
+                       UpdateExpression="SET expiresAt = :later",
+                       ExpressionAttributeValues={":later": {"N": str(NOW + 1000)}})
+    client.update_item(TableName="events", Key={"sessionId": {"S": "s"}, "seq": {"N": "2"}},
+                       UpdateExpression="REMOVE expiresAt")
+    clock.now = NOW + 11
 
-        assert schedule.expire_due() == 1
+    assert schedule.expire_due() == 1
 
-        assert [item["seq"]["N"] for item in kept(client, "events")] == ["1", "2"]
+    assert [item["seq"]["N"] for item in kept(client, "events")] == ["1", "2"]
 
 
-def test_a_table_without_ttl_enabled_keeps_its_items() -> None:
+def test_a_table_without_ttl_enabled_keeps_its_items(client: Any) -> None:
     clock = Clock()
-    with run() as client:
-        create_tables(client)
-        client.update_time_to_live(TableName="events", TimeToLiveSpecification={
-            "Enabled": False, "AttributeName": "expiresAt"})
-        client.put_item(TableName="events", Item=event("s", 1, NOW - 100))
+    client.update_time_to_live(TableName="events", TimeToLiveSpecification={
+        "Enabled": False, "AttributeName": "expiresAt"})
+    client.put_item(TableName="events", Item=event("s", 1, NOW - 100))
 
-        assert expirer(clock).expire_due() == 0
+    assert expirer(clock).expire_due() == 0
 
-        assert len(kept(client, "events")) == 1
+    assert len(kept(client, "events")) == 1
 
 
-def test_a_large_expiry_is_deleted_in_bounded_batches() -> None:
+def test_a_large_expiry_is_deleted_in_bounded_batches(client: Any) -> None:
     clock, expire = Clock(), CountedExpire()
-    with run() as client:
-        create_tables(client)
-        for first in range(0, 35, 5):
-            client.batch_write_item(RequestItems={"events": [
-                {"PutRequest": {"Item": event("s", seq, NOW - 1 - seq)}}
-                for seq in range(first, first + 5)]})
+    for first in range(0, 35, 5):
+        client.batch_write_item(RequestItems={"events": [
+            {"PutRequest": {"Item": event("s", seq, NOW - 1 - seq)}}
+            for seq in range(first, first + 5)]})
 
-        assert expirer(clock, expire, batch=10).expire_due() == 35
+    assert expirer(clock, expire, batch=10).expire_due() == 35
 
-        assert expire.batches == [10, 10, 10, 5]
-        assert kept(client, "events") == []
+    assert expire.batches == [10, 10, 10, 5]
+    assert kept(client, "events") == []
 
 
-def test_expired_items_leave_the_indexes_too() -> None:
+def test_expired_items_leave_the_indexes_too(client: Any) -> None:
     clock = Clock()
-    with run() as client:
-        create_tables(client)
-        owned = {"TableName": "sessions", "IndexName": "byOwner",
-                 "KeyConditionExpression": "ownerId = :o",
-                 "ExpressionAttributeValues": {":o": {"S": "ann"}}}
-        client.put_item(TableName="sessions", Item=session("gone", NOW - 5))
-        client.put_item(TableName="sessions", Item=session("here", NOW + 5))
-        assert client.query(**owned)["Count"] == 2
+    owned = {"TableName": "sessions", "IndexName": "byOwner",
+             "KeyConditionExpression": "ownerId = :o",
+             "ExpressionAttributeValues": {":o": {"S": "ann"}}}
+    client.put_item(TableName="sessions", Item=session("gone", NOW - 5))
+    client.put_item(TableName="sessions", Item=session("here", NOW + 5))
+    assert client.query(**owned)["Count"] == 2
 
-        expirer(clock).expire_due()
+    expirer(clock).expire_due()
 
-        assert [item["id"] for item in client.query(**owned)["Items"]] == [{"S": "here"}]
+    assert [item["id"] for item in client.query(**owned)["Items"]] == [{"S": "here"}]
 
 
-def test_deletions_are_journaled_and_stored_partitions_are_read_only_when_due(
-    tmp_path: Path
-) -> None:
-    clock = Clock()
-    with mock_aws():
-        storage = DurableStorage.open(tmp_path)
-        client = boto3.client("dynamodb", region_name=REGION)
-        create_tables(client)
-        for number in range(20):  # sessions s0..s19; the even ones' events expire
-            expires = NOW - 10 if number % 2 == 0 else NOW + 3600
-            client.batch_write_item(RequestItems={"events": [
-                {"PutRequest": {"Item": event(f"s{number}", seq, expires)}} for seq in (1, 2)]})
-        storage.compact()
-        storage.close()
-
-    with run(tmp_path) as client:
-        events = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table("events")
-        assert len(events.items.stored()) == 20
-
-        assert expirer(clock).expire_due() == 20
-
-        # Only the partitions with something due were read.
-        assert {key.value for key, _ in events.items.stored()} == {
-            f"s{number}" for number in range(1, 20, 2)}
-
-    with run(tmp_path) as client:
-        sessions_left = {item["sessionId"]["S"] for item in kept(client, "events")}
-        assert sessions_left == {f"s{number}" for number in range(1, 20, 2)}
-
-
-def test_the_expirer_thread_deletes_in_the_background() -> None:
-    with run() as client:
-        create_tables(client)
-        client.put_item(TableName="events", Item=event("s", 1, time.time() - 1))
-        client.put_item(TableName="events", Item=event("s", 2, time.time() + 3600))
-        thread = Expirer(dynamodb_backends, _LOCK, expire_items, period=0.02).start()
-        try:
-            deadline = time.monotonic() + 10
-            while len(kept(client, "events")) != 1:
-                assert time.monotonic() < deadline, "the expired item was not deleted"
-                time.sleep(0.02)
-        finally:
-            thread.stop()
-        assert [item["seq"] for item in kept(client, "events")] == [{"N": "2"}]
+def test_the_expirer_thread_deletes_in_the_background(client: Any) -> None:
+    client.put_item(TableName="events", Item=event("s", 1, time.time() - 1))
+    client.put_item(TableName="events", Item=event("s", 2, time.time() + 3600))
+    thread = Expirer(dynamodb_backends, _LOCK, expire_items, period=0.02).start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(kept(client, "events")) != 1:
+            assert time.monotonic() < deadline, "the expired item was not deleted"
+            time.sleep(0.02)
+    finally:
+        thread.stop()
+    assert [item["seq"] for item in kept(client, "events")] == [{"N": "2"}]
