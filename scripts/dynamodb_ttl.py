@@ -70,15 +70,21 @@ class ExpirySchedule:
         """Schedule a partition still stored as text, to be read at its earliest expiry."""
         self._push(expires, (_PARTITION, hash_key))
 
-    def due(self, table: Table, now: float, limit: int) -> list[PrimaryKey]:
-        """Return up to `limit` keys of items expired at `now` (no longer scheduled)."""
+    def due(self, table: Table, now: float, limit: int) -> tuple[list[PrimaryKey], bool]:
+        """Return up to `limit` keys of items expired at `now`, and whether more may be due.
+
+        Reading stored partitions counts against the limit too (an item read as much as one
+        deleted), so one call never holds the lock for long whatever it finds.
+        """
         found: list[PrimaryKey] = []
-        while self._heap and self._heap[0][0] < now and len(found) < limit:
+        work = 0
+        while self._heap and self._heap[0][0] < now and len(found) + work < limit:
             expires, _, (kind, key) = heapq.heappop(self._heap)
             if kind == _PARTITION:
                 partition = table.items.get(key)
                 for item in partition_items(table, partition) if partition else []:
                     self.note((item.hash_key, item.range_key), item)
+                    work += 1
             elif self._scheduled.get(key) == expires:
                 del self._scheduled[key]
                 item = built_item_at(table, *key)
@@ -86,7 +92,7 @@ class ExpirySchedule:
                     self.note(key, item)  # out of step (cannot happen if every write is noted)
                 elif expires >= now - IGNORED_AFTER_SECONDS:
                     found.append(key)
-        return found
+        return found, bool(self._heap) and self._heap[0][0] < now
 
     def _push(self, expires: float, entry: tuple[str, Any]) -> None:
         heapq.heappush(self._heap, (expires, next(self._tie), entry))
@@ -178,11 +184,12 @@ class Expirer:
                     if backend.tables.get(table.name) is not table:
                         break  # deleted or replaced meanwhile
                     schedule = schedule_of(table)
-                    keys = schedule.due(table, self._clock(), self._batch) if schedule else []
+                    keys, more = (schedule.due(table, self._clock(), self._batch) if schedule
+                                  else ([], False))
                     if keys:
                         self._expire(backend, table, keys)
                 deleted += len(keys)
-                if len(keys) < self._batch:
+                if not more:
                     break
                 time.sleep(BATCH_PAUSE_SECONDS)
         return deleted

@@ -512,3 +512,69 @@ def test_expiry_is_journaled_and_reads_only_the_stored_partitions_due(tmp_path: 
     with server_run(tmp_path) as client:
         left = {item["sessionId"]["S"] for item in everything(client)["events"]}
         assert left == {f"s{number}" for number in range(1, 20, 2)}
+
+
+def test_ttl_enabled_after_the_data_was_stored_expires_it_in_bounded_batches(
+    tmp_path: Path
+) -> None:
+    with storage_run(tmp_path) as (client, storage):
+        client.create_table(
+            TableName="later", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "sessionId", "KeyType": "HASH"},
+                       {"AttributeName": "seq", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "sessionId", "AttributeType": "S"},
+                                  {"AttributeName": "seq", "AttributeType": "N"}])
+        for number in range(20):
+            expires = time.time() - 10 if number % 2 == 0 else time.time() + 3600
+            client.batch_write_item(RequestItems={"later": [
+                {"PutRequest": {"Item": {**event(f"s{number}", seq),
+                                         "expiresAt": {"N": str(int(expires))}}}}
+                for seq in (1, 2, 3)]})
+        storage.compact()  # stored without a TTL attribute to note their times by
+
+    batches: list[int] = []
+
+    def expire(backend: Any, table: Any, keys: list[Any]) -> None:
+        batches.append(len(keys))
+        expire_items(backend, table, keys)
+
+    with server_run(tmp_path) as client:
+        client.update_time_to_live(TableName="later", TimeToLiveSpecification={
+            "Enabled": True, "AttributeName": "expiresAt"})
+
+        assert Expirer(dynamodb_backends, _LOCK, expire, batch=10).expire_due() == 30
+
+        # Each hold of the lock reads or deletes about `batch` items, never all 60 at once.
+        assert len(batches) >= 3 and max(batches) <= 10
+        left = {item["sessionId"]["S"] for item in everything(client)["later"]}
+        assert left == {f"s{number}" for number in range(1, 20, 2)}
+
+
+def test_an_index_added_after_a_restart_answers_as_moto_does(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    with storage_run(tmp_path) as (client, storage):
+        queried.create_tables(client)
+        for _ in range(250):
+            queried.random_write(client, rng)
+        storage.compact()
+
+    with server_run(tmp_path) as client:
+        # "events" was stored without key attributes (no index), "conversations" with its
+        # index's: a new index needs the items of the first, and an attribute of the second
+        # that its stored keys do not hold.
+        for table, attribute, declared in [
+            ("events", "eventType", [("sessionId", "S"), ("seq", "N"), ("eventType", "S")]),
+            ("conversations", "title", [("conversationId", "S"), ("item", "S"),
+                                        ("listOwner", "S"), ("updatedAt", "S"), ("title", "S")]),
+        ]:
+            client.update_table(
+                TableName=table,
+                AttributeDefinitions=[queried.key(name, kind) for name, kind in declared],
+                GlobalSecondaryIndexUpdates=[{"Create": queried.gsi(
+                    "added", attribute, None, {"ProjectionType": "ALL"})}])
+            for value in ("delta", "done", "a", "Привет 👋", "missing"):
+                pages = queried.every_page(
+                    client, TableName=table, IndexName="added", Limit=4,
+                    KeyConditionExpression="#a = :v", ExpressionAttributeNames={"#a": attribute},
+                    ExpressionAttributeValues={":v": {"S": value}})
+                assert isinstance(pages[0], dict)
