@@ -102,11 +102,10 @@ def seed(directory: Path, events: int, events_per_session: int = 50, owner: str 
          seed_value: int = 13) -> Seeded:
     """Create the tables in directory and add `events` events over events/per-session sessions."""
     rng = random.Random(seed_value)
+    # The local stage's settings (table names, retention), talking to the in-process moto.
     env = {**os.environ, **FAKE_AWS_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}
     env.pop("DDB_ENDPOINT", None)
     settings = Settings.from_env(stage_environment(env, ()))
-    os.environ.update(FAKE_AWS_CREDENTIALS, AWS_DEFAULT_REGION="us-east-1")
-    os.environ.pop("DDB_ENDPOINT", None)
     sessions = max(1, -(-events // events_per_session)) if events else 0
     now_ms = int(time.time() * 1000)
     span_ms = (settings.retention_days - 1) * 86_400_000

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Callable, Iterator
 
@@ -41,16 +42,16 @@ QueryResult = tuple[list[Item], int, "dict[str, Any] | None"]
 moto_query: Callable[..., QueryResult] = Table.query
 
 
+@dataclass(frozen=True)
 class _Walk:
-    """Where a Query's walk over one sorted group starts and where its key condition's run is."""
+    """Where a Query's walk over one sorted group starts, and the key condition's run [low, high)."""
 
-    def __init__(self, table: Table, keys: SortedKeys, start: int, run: tuple[int, int],
-                 forward: bool) -> None:
-        self.table = table
-        self.keys = keys
-        self.start = start
-        self.low, self.high = run
-        self.forward = forward
+    table: Table
+    keys: SortedKeys
+    start: int
+    low: int
+    high: int
+    forward: bool
 
     def positions(self) -> Iterator[tuple[int, bool]]:
         """Yield (position, after the run) in moto's walking order, from the start."""
@@ -145,7 +146,7 @@ def _plan(table: Table, hash_key: DynamoType | None, range_comparison: str | Non
                    types, forward)
     if start is None:
         return None
-    return _Walk(table, keys, start, run, forward)
+    return _Walk(table, keys, start, *run, forward)
 
 
 def _run(keys: SortedKeys, operator: str, values: list[Any]) -> tuple[int, int]:

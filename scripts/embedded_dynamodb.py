@@ -36,6 +36,7 @@ import itertools
 import os
 import sys
 import threading
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -116,6 +117,7 @@ def install_atomic_backend() -> None:
     Table.delete_item = _noting_delete(Table.delete_item)
     Table.query = dynamodb_query.query
     Table.__len__ = _item_count(Table.__len__)
+    DynamoType.__hash__ = _key_hash(DynamoType.__hash__)
     DynamoDBBackend._backchat_atomic = True
 
 
@@ -174,6 +176,24 @@ def _item_count(moto_len: Any) -> Any:
         return table.items.item_count() if isinstance(table.items, PartitionMap) else moto_len(table)
 
     return count
+
+
+def _key_hash(moto_hash: Any) -> Any:
+    """Return DynamoType's hash, the same value, without its cast_value's chain of calls.
+
+    Every lookup of an item by its key hashes the key: a restore hashes a million of them.
+    """
+
+    @functools.wraps(moto_hash)
+    def key_hash(value: DynamoType) -> int:
+        kind = value.type
+        if kind == "S" or kind == "B":
+            return hash((kind, value.value))
+        if kind == "N":
+            return hash((kind, Decimal(value.value)))
+        return moto_hash(value)
+
+    return key_hash
 
 
 def _locked(method: Any, name: str) -> Any:
@@ -393,6 +413,7 @@ class DurableStorage:
         self._journal = journal
         self._backends = backends
         self._sync_seconds = sync_seconds
+        self._replayed_backends: dict[tuple[str, str], DynamoDBBackend] = {}
         # The table whose partitions a snapshot being loaded lists now, and their layout.
         self._restoring: tuple[PartitionMap, Layout] | None = None
         # A generation started at open whose snapshot the keeper thread is to write.
@@ -561,12 +582,12 @@ class DurableStorage:
         operation = record.get("op")
         if "partitions" in record:
             where = record["partitions"]
-            table = self._backends[where["account"]][where["region"]].get_table(where["table"])
+            table = self._backend(where).get_table(where["table"])
             attributes = where["keyAttributes"]
             self._restoring = (PartitionMap.of(table), Layout(
                 where["ttlAttribute"], None if attributes is None else tuple(attributes)))
         elif operation == "write_items":
-            backend = self._backends[record["account"]][record["region"]]
+            backend = self._backend(record)
             for image in record["items"]:
                 table = backend.get_table(image["table"])
                 if image["item"] is None:
@@ -577,12 +598,20 @@ class DurableStorage:
                 else:
                     _put_image(table, image["item"])
         elif operation in _TABLE_OPERATIONS:
-            backend = self._backends[record["account"]][record["region"]]
+            backend = self._backend(record)
             _original(operation)(backend, **record["args"])
             _remember_schema(backend, record)
         else:
             raise JournalError(f"{self.directory} holds a record this backchat does not know "
                                f"({operation!r}); was it written by a newer version?")
+
+    def _backend(self, where: Record) -> DynamoDBBackend:
+        # moto's BackendDict lookup takes several calls; a restore makes one per record.
+        account, region = where["account"], where["region"]
+        backend = self._replayed_backends.get((account, region))
+        if backend is None:
+            backend = self._replayed_backends[account, region] = self._backends[account][region]
+        return backend
 
     def _replay_partition(self, record: Record) -> None:
         # A snapshot's partition line, after its table's "partitions" line.

@@ -2,7 +2,8 @@
 
 Killing every process of the stack is what a laptop crash does; the next stack on the same
 data directory must show every session and event acknowledged before the kill, and end the
-runs the kill cut off as `error` by itself.
+runs the kill cut off as `error` by itself. A kept directory of many stored sessions (restored
+lazily, issue 13) is served as it was written.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import boto3
 import pytest
 import requests
 
+from bench.seed_data import seed
 from chalicelib import clock
 from chalicelib.reaper import STOPPED_RESPONDING
 from chalicelib.records import DELTA, EventRecord, NewSession, RunEnding, TokenUsage
@@ -122,6 +124,48 @@ def test_kill_9_keeps_sessions_and_events_and_the_cut_off_run_ends_error(
     assert ended["answer"] == "".join(e["content"] for e in after if e["eventType"] == DELTA)
     printed(second, "ended 1 run(s) cut off when the stack last stopped")
     assert second.stop(signal.SIGTERM) == 0, second.output.text()
+
+
+@pytest.mark.e2e
+def test_a_stack_on_a_kept_directory_of_stored_sessions_serves_them_and_keeps_new_ones(
+    launch_stack: Callable[[], RunningStack], http: requests.Session, data_dir: Path
+) -> None:
+    # Stored as bench/seed_data.py stores them: one snapshot, partitions kept as text at start.
+    seeded = seed(data_dir, 40 * 50)
+    first = launch_stack()
+    stored_id = seeded.session_ids[7]
+
+    listed = sessions(http, first)
+    stored_events = events(http, first, stored_id)
+    new_id = start_session(http, first, QUICK_MESSAGE)
+    wait_for(lambda: session(http, first, new_id)["status"] == "done", WAIT_SECONDS,
+             "the new run finishing")
+    new_events = events(http, first, new_id)
+    kill_everything(first)
+    second = launch_stack()
+
+    assert sorted(s["id"] for s in listed) == sorted(seeded.session_ids)
+    assert [e["seq"] for e in stored_events] == list(range(1, 51))
+    assert stored_events[-1]["eventType"] == "done"
+    assert events(http, second, stored_id) == stored_events
+    assert events(http, second, new_id) == new_events
+    assert [s["id"] for s in sessions(http, second)] == [new_id] + [s["id"] for s in listed]
+    assert second.stop(signal.SIGTERM) == 0, second.output.text()
+
+
+def sessions(http: requests.Session, stack: RunningStack) -> list[dict[str, Any]]:
+    """Every session of the local owner, newest first."""
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        response = http.get(f"{stack.api_url}/api/chat/sessions",
+                            params={"limit": 100, **({"cursor": cursor} if cursor else {})},
+                            timeout=10)
+        assert response.status_code == 200, response.text
+        found += response.json()["sessions"]
+        cursor = response.json()["nextCursor"]
+        if not cursor:
+            return found
 
 
 @pytest.mark.e2e
