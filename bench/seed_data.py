@@ -30,7 +30,7 @@ from moto import mock_aws
 
 from chalicelib.settings import Settings
 from chalicelib.store import SessionStore
-from scripts.embedded_dynamodb import DurableStorage
+from scripts.dynamodb_storage import DurableStorage
 from scripts.local_stack import FAKE_AWS_CREDENTIALS, stage_environment
 
 TTL_ATTRIBUTE = "expiresAt"

@@ -19,8 +19,8 @@ from moto.dynamodb.models.dynamo_type import DynamoType, Item
 
 from scripts.dynamodb_journal import DataDirectoryInUse, Journal, JournalError, lock_holder
 from scripts.dynamodb_partitions import PartitionMap
-from scripts.dynamodb_ttl import Expirer
-from scripts.embedded_dynamodb import _LOCK, DurableStorage, expire_items
+from scripts.dynamodb_storage import DurableStorage
+from scripts.embedded_dynamodb import expire_items, expirer
 from tests import test_embedded_dynamodb_query as queried
 
 REGION = "us-east-1"
@@ -503,7 +503,7 @@ def test_expiry_is_journaled_and_reads_only_the_stored_partitions_due(tmp_path: 
         events = dynamodb_backends[DEFAULT_ACCOUNT_ID][REGION].get_table("events")
         assert len(events.items.stored()) == 20
 
-        assert Expirer(dynamodb_backends, _LOCK, expire_items).expire_due() == 20
+        assert expirer().expire_due() == 20
 
         # Only the partitions with something due were read.
         assert {key.value for key, _ in events.items.stored()} == {
@@ -542,7 +542,7 @@ def test_ttl_enabled_after_the_data_was_stored_expires_it_in_bounded_batches(
         client.update_time_to_live(TableName="later", TimeToLiveSpecification={
             "Enabled": True, "AttributeName": "expiresAt"})
 
-        assert Expirer(dynamodb_backends, _LOCK, expire, batch=10).expire_due() == 30
+        assert expirer(expire, batch=10).expire_due() == 30
 
         # Each hold of the lock reads or deletes about `batch` items, never all 60 at once.
         assert len(batches) >= 3 and max(batches) <= 10

@@ -9,10 +9,9 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.dynamodb.models import dynamodb_backends
 
 from scripts.dynamodb_ttl import Expirer
-from scripts.embedded_dynamodb import _LOCK, expire_items
+from scripts.embedded_dynamodb import expire_items, expirer
 
 REGION = "us-east-1"
 NOW = 1_800_000_000.0
@@ -81,8 +80,8 @@ def kept(client: Any, table: str) -> list[dict[str, Any]]:
     return sorted(items, key=repr)
 
 
-def expirer(clock: Clock, expire: Any = expire_items, batch: int = 100) -> Expirer:
-    return Expirer(dynamodb_backends, _LOCK, expire, batch=batch, clock=clock)
+def expirer_at(clock: Clock, expire: Any = expire_items, batch: int = 100) -> Expirer:
+    return expirer(expire, batch=batch, clock=clock)
 
 
 def test_items_past_their_time_are_deleted_and_the_others_kept(client: Any) -> None:
@@ -100,12 +99,12 @@ def test_items_past_their_time_are_deleted_and_the_others_kept(client: Any) -> N
     client.put_item(TableName="sessions", Item=session("gone", NOW - 5))
     client.put_item(TableName="sessions", Item=session("here", NOW + 3600))
 
-    assert expirer(clock).expire_due() == 4
+    assert expirer_at(clock).expire_due() == 4
 
     assert kept(client, "events") == sorted(left, key=repr)
     assert kept(client, "sessions") == [session("here", NOW + 3600)]
     clock.now = NOW + 61
-    assert expirer(clock).expire_due() == 2
+    assert expirer_at(clock).expire_due() == 2
     assert kept(client, "events") == sorted(left[1:4], key=repr)
 
 
@@ -113,7 +112,7 @@ def test_an_item_is_judged_by_its_ttl_when_the_deletion_comes(client: Any) -> No
     clock = Clock()
     for seq in (1, 2, 3):
         client.put_item(TableName="events", Item=event("s", seq, NOW + 10))
-    schedule = expirer(clock)
+    schedule = expirer_at(clock)
     assert schedule.expire_due() == 0  # builds the schedule
     client.update_item(TableName="events", Key={"sessionId": {"S": "s"}, "seq": {"N": "1"}},
                        UpdateExpression="SET expiresAt = :later",
@@ -133,7 +132,7 @@ def test_a_table_without_ttl_enabled_keeps_its_items(client: Any) -> None:
         "Enabled": False, "AttributeName": "expiresAt"})
     client.put_item(TableName="events", Item=event("s", 1, NOW - 100))
 
-    assert expirer(clock).expire_due() == 0
+    assert expirer_at(clock).expire_due() == 0
 
     assert len(kept(client, "events")) == 1
 
@@ -145,7 +144,7 @@ def test_a_large_expiry_is_deleted_in_bounded_batches(client: Any) -> None:
             {"PutRequest": {"Item": event("s", seq, NOW - 1 - seq)}}
             for seq in range(first, first + 5)]})
 
-    assert expirer(clock, expire, batch=10).expire_due() == 35
+    assert expirer_at(clock, expire, batch=10).expire_due() == 35
 
     assert expire.batches == [10, 10, 10, 5]
     assert kept(client, "events") == []
@@ -160,7 +159,7 @@ def test_expired_items_leave_the_indexes_too(client: Any) -> None:
     client.put_item(TableName="sessions", Item=session("here", NOW + 5))
     assert client.query(**owned)["Count"] == 2
 
-    expirer(clock).expire_due()
+    expirer_at(clock).expire_due()
 
     assert [item["id"] for item in client.query(**owned)["Items"]] == [{"S": "here"}]
 
@@ -168,7 +167,7 @@ def test_expired_items_leave_the_indexes_too(client: Any) -> None:
 def test_the_expirer_thread_deletes_in_the_background(client: Any) -> None:
     client.put_item(TableName="events", Item=event("s", 1, time.time() - 1))
     client.put_item(TableName="events", Item=event("s", 2, time.time() + 3600))
-    thread = Expirer(dynamodb_backends, _LOCK, expire_items, period=0.02).start()
+    thread = expirer(period=0.02).start()
     try:
         deadline = time.monotonic() + 10
         while len(kept(client, "events")) != 1:
