@@ -438,4 +438,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m`, this file is __main__, and scripts.dynamodb_storage imports it again
+    # as scripts.embedded_dynamodb: run that module's main, so both use one lock and journal.
+    from scripts.embedded_dynamodb import main as run_server
+
+    run_server()
