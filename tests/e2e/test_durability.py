@@ -210,6 +210,44 @@ def test_every_write_acknowledged_before_kill_9_is_there_after_a_restart(
     assert set(acknowledged) <= stored
 
 
+@pytest.mark.e2e
+def test_the_embedded_dynamodb_deletes_expired_items_and_the_deletion_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    (port,) = free_ports(1)
+    endpoint = f"http://{HOST}:{port}"
+    server = start_embedded_dynamodb(port, tmp_path)
+    try:
+        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+        client.create_table(
+            TableName="events", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        )
+        client.update_time_to_live(TableName="events", TimeToLiveSpecification={
+            "Enabled": True, "AttributeName": "expiresAt"})
+        for item_id, expires in (("old", time.time() - 60), ("new", time.time() + 3600)):
+            client.put_item(TableName="events", Item={"id": {"S": item_id},
+                                                      "expiresAt": {"N": str(int(expires))}})
+
+        wait_for(lambda: stored_ids(client) == {"new"}, WAIT_SECONDS, "the expired item's deletion")
+        server.kill()
+        server.wait()
+
+        server = start_embedded_dynamodb(port, tmp_path)
+        assert stored_ids(boto3.client("dynamodb", endpoint_url=endpoint,
+                                       region_name="us-east-1")) == {"new"}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def stored_ids(client: Any) -> set[str]:
+    return {item["id"]["S"] for item in client.scan(TableName="events", ConsistentRead=True)["Items"]}
+
+
 def write_until_refused(endpoint: str, writer: int, acknowledged: list[str]) -> None:
     from botocore.config import Config
 
