@@ -71,17 +71,22 @@ def create_tables(client: Any) -> None:
         }],
         BillingMode="PAY_PER_REQUEST",
     )
-    client.create_table(
-        TableName="events",
-        KeySchema=[{"AttributeName": "sessionId", "KeyType": "HASH"},
-                   {"AttributeName": "seq", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "sessionId", "AttributeType": "S"},
-                              {"AttributeName": "seq", "AttributeType": "N"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    create_composite_table(client, "events")
     client.update_time_to_live(
         TableName="events",
         TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"},
+    )
+
+
+def create_composite_table(client: Any, name: str, hash_key: tuple[str, str] = ("sessionId", "S"),
+                           range_key: tuple[str, str] = ("seq", "N")) -> None:
+    """Create a table with a hash and a range key, given as (name, type)."""
+    client.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": hash_key[0], "KeyType": "HASH"},
+                   {"AttributeName": range_key[0], "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": attribute, "AttributeType": kind}
+                              for attribute, kind in (hash_key, range_key)],
     )
 
 
@@ -450,12 +455,7 @@ def test_binary_keys_survive_a_restart(tmp_path: Path) -> None:
         return {"h": {"B": hash_key}, "r": {"B": range_key}, "v": {"B": hash_key + range_key}}
 
     with storage_run(tmp_path) as (client, storage):
-        client.create_table(
-            TableName="blobs", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "h", "KeyType": "HASH"},
-                       {"AttributeName": "r", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "h", "AttributeType": "B"},
-                                  {"AttributeName": "r", "AttributeType": "B"}])
+        create_composite_table(client, "blobs", ("h", "B"), ("r", "B"))
         for hash_key, range_key in [(b"\x00", b"\x01"), (b"\x00", b"\xff"), (b"\xfe", b"\x02")]:
             client.put_item(TableName="blobs", Item=item(hash_key, range_key))
         storage.compact()
@@ -518,12 +518,7 @@ def test_ttl_enabled_after_the_data_was_stored_expires_it_in_bounded_batches(
     tmp_path: Path
 ) -> None:
     with storage_run(tmp_path) as (client, storage):
-        client.create_table(
-            TableName="later", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "sessionId", "KeyType": "HASH"},
-                       {"AttributeName": "seq", "KeyType": "RANGE"}],
-            AttributeDefinitions=[{"AttributeName": "sessionId", "AttributeType": "S"},
-                                  {"AttributeName": "seq", "AttributeType": "N"}])
+        create_composite_table(client, "later")
         for number in range(20):
             expires = time.time() - 10 if number % 2 == 0 else time.time() + 3600
             client.batch_write_item(RequestItems={"later": [

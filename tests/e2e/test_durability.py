@@ -168,22 +168,35 @@ def sessions(http: requests.Session, stack: RunningStack) -> list[dict[str, Any]
             return found
 
 
-@pytest.mark.e2e
-def test_every_write_acknowledged_before_kill_9_is_there_after_a_restart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def port(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A free loopback port for an embedded DynamoDB server, and credentials moto accepts."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "testing")
-    (port,) = free_ports(1)
+    (free,) = free_ports(1)
+    return free
+
+
+def dynamodb_client(port: int) -> Any:
+    return boto3.client("dynamodb", endpoint_url=f"http://{HOST}:{port}", region_name="us-east-1")
+
+
+def create_events_table(client: Any) -> None:
+    client.create_table(
+        TableName="events", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+    )
+
+
+@pytest.mark.e2e
+def test_every_write_acknowledged_before_kill_9_is_there_after_a_restart(
+    tmp_path: Path, port: int
+) -> None:
     endpoint = f"http://{HOST}:{port}"
     server = start_embedded_dynamodb(port, tmp_path)
     try:
-        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-        client.create_table(
-            TableName="events", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        )
+        create_events_table(dynamodb_client(port))
         acknowledged: list[str] = []
         writers = [threading.Thread(target=write_until_refused, args=(endpoint, w, acknowledged))
                    for w in range(4)]
@@ -200,8 +213,7 @@ def test_every_write_acknowledged_before_kill_9_is_there_after_a_restart(
 
     server = start_embedded_dynamodb(port, tmp_path)
     try:
-        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-        stored = {item["id"]["S"] for page in client.get_paginator("scan").paginate(
+        stored = {item["id"]["S"] for page in dynamodb_client(port).get_paginator("scan").paginate(
             TableName="events", ConsistentRead=True) for item in page["Items"]}
     finally:
         server.terminate()
@@ -212,20 +224,12 @@ def test_every_write_acknowledged_before_kill_9_is_there_after_a_restart(
 
 @pytest.mark.e2e
 def test_the_embedded_dynamodb_deletes_expired_items_and_the_deletion_is_kept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, port: int
 ) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    (port,) = free_ports(1)
-    endpoint = f"http://{HOST}:{port}"
     server = start_embedded_dynamodb(port, tmp_path)
     try:
-        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-        client.create_table(
-            TableName="events", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        )
+        client = dynamodb_client(port)
+        create_events_table(client)
         client.update_time_to_live(TableName="events", TimeToLiveSpecification={
             "Enabled": True, "AttributeName": "expiresAt"})
         for item_id, expires in (("old", time.time() - 60), ("new", time.time() + 3600)):
@@ -237,8 +241,7 @@ def test_the_embedded_dynamodb_deletes_expired_items_and_the_deletion_is_kept(
         server.wait()
 
         server = start_embedded_dynamodb(port, tmp_path)
-        assert stored_ids(boto3.client("dynamodb", endpoint_url=endpoint,
-                                       region_name="us-east-1")) == {"new"}
+        assert stored_ids(dynamodb_client(port)) == {"new"}
     finally:
         server.terminate()
         server.wait(timeout=10)
