@@ -60,18 +60,19 @@ def measure(sizes: tuple[int, ...], requests_per_measure: int, stack_env: dict[s
     """Return a GrowthPoint per size (events stored), each on a stack of its own."""
     points = []
     for size in sizes:
-        directory = Path(tempfile.mkdtemp(prefix=f"backchat-growth-{size}-")) / "dynamodb"
-        began = time.monotonic()
-        least = (LIST_PAGE + 1) * EVENTS_PER_SESSION
-        seeded = seed(directory, max(size, least), EVENTS_PER_SESSION)
-        seed_seconds = time.monotonic() - began
-        stack = start_stack(f"growth-{size}", stack_env, data_dir=str(directory))
-        try:
-            point = _measure_stack(stack, seeded.events, seeded.sessions, seed_seconds,
-                                   random.Random(size).choice(seeded.session_ids),
-                                   requests_per_measure)
-        finally:
-            stack.stop()
+        with tempfile.TemporaryDirectory(prefix=f"backchat-growth-{size}-") as parent:
+            directory = Path(parent) / "dynamodb"
+            began = time.monotonic()
+            least = (LIST_PAGE + 1) * EVENTS_PER_SESSION
+            seeded = seed(directory, max(size, least), EVENTS_PER_SESSION)
+            seed_seconds = time.monotonic() - began
+            stack = start_stack(f"growth-{size}", stack_env, data_dir=str(directory))
+            try:
+                point = _measure_stack(stack, seeded.events, seeded.sessions, seed_seconds,
+                                       random.Random(size).choice(seeded.session_ids),
+                                       requests_per_measure)
+            finally:
+                stack.stop()
         say(f"  {point.stored_events:,} events: start-up {point.startup_seconds:.1f} s, poll "
             f"{statistics.median(point.poll_ms):.0f} ms, list "
             f"{statistics.median(point.list_ms):.0f} ms, start "
