@@ -75,6 +75,9 @@ def _sections(r: dict[str, Any]) -> list[str]:
     writes_local = per_1000(local_cost, "writes")
     writes_base = per_1000(base_cost, "writes")
     lost_at_top = top["exactness"]["lost"] + top["exactness"]["duplicated"]
+    growth = r["growth"]
+    worst_growth = max(_growth_ratio(growth, key) for key in GROWTH_MEASURES)
+    largest = growth[-1]
 
     out = [
         "# Benchmarks",
@@ -126,6 +129,11 @@ def _sections(r: dict[str, Any]) -> list[str]:
              f"{top['errors']} errors, {top['unfinished']} unfinished",
              met(lost_at_top == 0 and top["unfinished"] == 0 and top["sessions"] >= 200)],
             ["`import app` ≤ 150 ms", ms(cold["import_app_ms"]), met(cold["import_app_ms"] <= 150)],
+            [f"poll, list and start medians with {largest['stored_events']:,} stored events "
+             "within 1.5x of the smallest store's",
+             f"at most {worst_growth:.2f}x (see *Growth*)", met(worst_growth <= 1.5)],
+            [f"start-up to health with {largest['stored_events']:,} stored events ≤ 10 s",
+             f"{largest['startup_seconds']:.1f} s", met(largest["startup_seconds"] <= 10)],
         ]),
         _targets_commentary(r, writes_local),
     ]
@@ -241,6 +249,8 @@ def _sections(r: dict[str, Any]) -> list[str]:
         _plot("scale.png", lambda ax: _scale(ax, scale), size=(8, 4.5)),
     ]
 
+    out += _growth_section(growth)
+
     out += [
         "## Start → first event visible",
         "A session is started, and its client long-polls at once; the time from sending the "
@@ -296,6 +306,59 @@ def _sections(r: dict[str, Any]) -> list[str]:
     return out
 
 
+GROWTH_MEASURES = {"poll_ms": "poll (50 events)", "list_ms": "sessions list (20)",
+                   "start_ms": "start"}
+
+
+def _growth_ratio(growth: list[dict[str, Any]], key: str) -> float:
+    """Return the largest median of a measure over the smallest level's median."""
+    first = median(growth[0][key])
+    return max(median(point[key]) for point in growth) / first if first else float("nan")
+
+
+def _growth_section(growth: list[dict[str, Any]]) -> list[str]:
+    smallest = growth[0]
+    rows = [[f"{p['stored_events']:,}", f"{p['stored_sessions']:,}",
+             f"{p['startup_seconds']:.1f} s"]
+            + [f"{ms(median(p[key]))} ({median(p[key]) / median(smallest[key]):.2f}x)"
+               for key in GROWTH_MEASURES]
+            for p in growth]
+    return [
+        "## Growth: stored data",
+        "A data directory is filled with stored sessions of 50 events each (bench/seed_data.py: "
+        "the app's own tables, items written straight into a snapshot, as weeks of use would "
+        "leave them; every session is the caller's), then a stack is started on it. Start-up is "
+        "the time from launching `python -m scripts.local_stack` to `/api/health` answering 200; "
+        "the others are medians of "
+        f"{len(smallest['poll_ms'])} requests on the real HTTP API: a poll "
+        "(`events?after=0&limit=50` of a stored session), the sessions list (the newest 20) and "
+        "a start (`[demo tokens=1 rate=1000]`). In brackets: the ratio to the smallest store.",
+        table(["stored events", "sessions", "start-up to health", *GROWTH_MEASURES.values()],
+              rows),
+        _plot("growth.png", lambda ax: _growth(ax, growth), size=(8, 4.5)),
+    ]
+
+
+def _growth(axes: Any, growth: list[dict[str, Any]]) -> None:
+    labels = [f"{p['stored_events']:,}" for p in growth]
+    positions = range(len(growth))
+    for key, name in GROWTH_MEASURES.items():
+        axes.plot(positions, [median(p[key]) for p in growth], marker="o", label=name)
+    axes.set_xticks(list(positions), labels)
+    axes.set_xlabel("stored events")
+    axes.set_ylabel("median (ms)")
+    axes.set_ylim(bottom=0)
+    other = axes.twinx()
+    other.plot(positions, [p["startup_seconds"] for p in growth], marker="s", color="C3",
+               linestyle="--", label="start-up to health (s)")
+    other.set_ylabel("start-up (s)")
+    other.set_ylim(bottom=0)
+    lines = axes.get_legend_handles_labels()[0] + other.get_legend_handles_labels()[0]
+    axes.legend(lines, [line.get_label() for line in lines], loc="upper center",
+                bbox_to_anchor=(0.5, -0.18), ncol=4, fontsize=8)
+    axes.set_title("Latency and start-up as stored data grows")
+
+
 def _trim(tree: str, lines: int = 45) -> str:
     """Return the call tree without pyinstrument's banner, cut to a readable length."""
     body = [line for line in tree.splitlines() if line.strip()]
@@ -334,8 +397,9 @@ def _targets_commentary(r: dict[str, Any], writes_local: float) -> str:
            + "). The default stays at 200 ms."),
         "**Start latency and concurrency** are bounded by the local stack's DynamoDB, not by "
         "backchat's code (see the profiles): moto serves one request at a time (its backend is "
-        "serialised) at several milliseconds of Python each, opens a new connection per "
-        "request, and its Query reads the whole table. A start costs two requests (the "
+        "serialised) at several milliseconds of Python each (much of it in moto's response "
+        "serialiser, about a millisecond per returned item) and opens a new connection per "
+        "request; a Query reads only what it returns (*Growth*). A start costs two requests (the "
         "running-sessions count and the put); every run adds a claim and a write per flush, "
         "and every long-poll a read or three per page. Back to back, each start also competes "
         "with the runs of the starts before it (paced, the median start took "

@@ -5,9 +5,10 @@ Two stacks run side by side: `backchat` (merged writes, long-poll) and `baseline
 every 1.5 s). On them, in order: cold start, profiles of the start and poll paths, event
 visibility (both modes in the same run), DynamoDB requests per 1,000 tokens and per poll
 (in-process, both modes), the flush interval trade-off, cancel -> stream closed, start ->
-first event, resume exactness. Then, each on a stack of its own (moto's Query reads the
-whole table, so data left by one phase would slow the next): the scale curve, and start
-latency back to back and paced.
+first event, resume exactness. Then, each on a stack of its own (so that the sessions and
+runs one phase leaves do not weigh on the next): the scale curve, start latency back to back
+and paced, and growth (poll, list, start and start-up with 0, 100,000 and 1,000,000 stored
+events, bench/growth.py on data directories filled by bench/seed_data.py).
 
 `python -m bench.run [--quick] [--seed N]`; --quick shrinks every workload (a smoke run,
 not for the report).
@@ -24,8 +25,8 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable, Iterator
 
-from bench import coldstart, http_phases, inprocess, machine, report
-from bench.stack import REPO_ROOT, Stack, start_stack
+from bench import coldstart, growth, http_phases, inprocess, machine, report
+from bench.stack import REPO_ROOT, STACK_ENV, Stack, start_stack
 from scripts.local_stack import FAKE_AWS_CREDENTIALS
 
 RESULTS_JSON = REPO_ROOT / "build" / "bench-results.json"
@@ -48,12 +49,12 @@ class Sizes:
         self.scale_tokens = 60 if quick else 100
         self.sweep_tokens = 100 if quick else 500
         self.profile_calls = 20 if quick else 100
+        self.growth_sizes = (0, 10_000) if quick else (0, 100_000, 1_000_000)
+        self.growth_requests = 5 if quick else 20
 
 
 PACED_STARTS_PER_SECOND = 10.0
 FLUSH_INTERVALS = (0.1, 0.15, 0.2, 0.25, 0.3)
-# A stack's environment: enough run threads and a running cap above the 200-session level.
-STACK_ENV = {"LOCAL_WORKERS": "256", "MAX_RUNNING_PER_OWNER": "100000"}
 
 
 def say(text: str) -> None:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     with running_stack("backchat") as backchat, \
             running_stack("baseline", FLUSH_MODE="per_chunk") as baseline:
         run_phases(results, sizes, backchat, baseline, args.seed)
-    # moto's Query scans the whole table, so each of these starts on an empty stack.
+    # Each of these starts on an empty stack of its own.
     with running_stack("scale") as stack:
         results["scale"] = timed("scale curve", results, lambda: scale_curve(stack, sizes))
     start_message = "start latency [demo tokens=1 rate=1000]"
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         results["start_latency_paced_ms"] = timed(
             "start latency (paced)", results, lambda: http_phases.paced_start_latency(
                 stack, sizes.starts, start_message, PACED_STARTS_PER_SECOND))
+    results["growth"] = timed("growth with stored data", results, lambda: [
+        asdict(point) for point in growth.measure(sizes.growth_sizes, sizes.growth_requests,
+                                                  STACK_ENV, say)])
     results["machine"]["load average at end (1/5/15 min)"] = machine.load_average()
     results["total_seconds"] = round(time.monotonic() - began, 1)
     RESULTS_JSON.parent.mkdir(exist_ok=True)

@@ -27,6 +27,10 @@ from scripts.loopback import HOST, free_ports, new_http
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
+# A bench stack's environment: enough run threads, and a running cap above any phase's load.
+STACK_ENV = {"LOCAL_WORKERS": "256", "MAX_RUNNING_PER_OWNER": "100000"}
+# Often enough that the start-up time measured is not rounded up by much.
+HEALTH_POLL_SECONDS = 0.05
 
 
 class StackFailed(Exception):
@@ -43,6 +47,7 @@ class Stack:
     process: subprocess.Popen[bytes]
     data_dir: str
     lines: list[str] = field(default_factory=list)
+    started_seconds: float = 0.0
 
     def output(self) -> str:
         return "\n".join(self.lines[-40:])
@@ -61,11 +66,16 @@ class Stack:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def start_stack(name: str, extra_env: Mapping[str, str] | None = None) -> Stack:
-    """Start `python -m scripts.local_stack` on free ports; return once /api/health is 200."""
+def start_stack(name: str, extra_env: Mapping[str, str] | None = None,
+                data_dir: str | None = None) -> Stack:
+    """Start `python -m scripts.local_stack` on free ports; return once /api/health is 200.
+
+    The stack keeps its data in data_dir (a prepared directory, removed when the stack stops)
+    or else in an empty temporary one; `Stack.started_seconds` is how long health took.
+    """
     api_port, web_port, ddb_port = free_ports(3)
-    # A data directory of its own: the bench starts empty and leaves `make run`'s data alone.
-    data_dir = tempfile.mkdtemp(prefix=f"backchat-bench-{name}-")
+    # A data directory of its own: the bench leaves `make run`'s data alone.
+    data_dir = data_dir or tempfile.mkdtemp(prefix=f"backchat-bench-{name}-")
     env = {
         **os.environ,
         **(extra_env or {}),
@@ -75,6 +85,7 @@ def start_stack(name: str, extra_env: Mapping[str, str] | None = None) -> Stack:
         "BACKCHAT_DATA_DIR": data_dir,
         "PYTHONUNBUFFERED": "1",
     }
+    began = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", "scripts.local_stack"],
         cwd=REPO_ROOT,
@@ -98,6 +109,7 @@ def start_stack(name: str, extra_env: Mapping[str, str] | None = None) -> Stack:
     except BaseException:
         stack.stop()
         raise
+    stack.started_seconds = time.monotonic() - began
     return stack
 
 
@@ -117,4 +129,4 @@ def _wait_for_health(stack: Stack) -> None:
             if time.monotonic() > deadline:
                 raise StackFailed(f"{health} did not answer within "
                                   f"{STARTUP_TIMEOUT_SECONDS:.0f} s:\n{stack.output()}")
-            time.sleep(0.2)
+            time.sleep(HEALTH_POLL_SECONDS)

@@ -13,8 +13,14 @@ client was told is stored survives a `kill -9` of every process; the journal is 
 leave an incomplete last line: it was never acknowledged and is ignored. Any other unreadable
 line is an error: data is never dropped silently.
 
-The records themselves are opaque JSON objects here; scripts/embedded_dynamodb.py says what
-they mean. A lock file (`flock`, released by the kernel when its holder dies, even by SIGKILL)
+A snapshot line may carry a payload after its record, separated by a tab (which JSON text never
+holds unescaped): `<record>\t<payload>`. The payload is kept undecoded, as a memoryview of the
+line, in the record's "payload" key; scripts/dynamodb_partitions.py stores a partition's items that way, so a start
+reads a large snapshot without decoding every item. The records themselves are opaque JSON
+objects here; scripts/embedded_dynamodb.py says what they mean.
+
+Versions: journals are version 1; snapshots are version 2 (payload lines), and version 1
+snapshots (one record per item) are still read. A lock file (`flock`, released by the kernel when its holder dies, even by SIGKILL)
 keeps a second process out of a directory in use.
 """
 from __future__ import annotations
@@ -29,7 +35,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 FORMAT = "backchat-dynamodb"
-VERSION = 1
+JOURNAL_VERSION = 1
+SNAPSHOT_VERSION = 2
+_READABLE_VERSIONS = {"journal": (1,), "snapshot": (1, 2)}
 LOCK_NAME = "lock"
 # A journal is compacted once it holds more than this and more than the last snapshot,
 # so compaction costs O(1) amortised per byte written, whatever the size of the data.
@@ -65,7 +73,17 @@ def lock_holder(directory: Path) -> int | None:
 
 def encode_record(record: dict[str, Any]) -> bytes:
     """Return the record as one line of JSON (binary values as base64, as DynamoDB's JSON has them)."""
-    return json.dumps(record, separators=(",", ":"), default=_base64).encode("ascii") + b"\n"
+    return encode_payload(record) + b"\n"
+
+
+def encode_record_with_payload(record: dict[str, Any], payload: bytes) -> bytes:
+    """Return a snapshot line holding a record and its payload (one line of JSON, no tab)."""
+    return encode_payload(record) + b"\t" + payload + b"\n"
+
+
+def encode_payload(value: Any) -> bytes:
+    """Return a value as compact JSON on one line (binary values as base64)."""
+    return json.dumps(value, separators=(",", ":"), default=_base64).encode("ascii")
 
 
 def _base64(value: Any) -> str:
@@ -86,6 +104,10 @@ class Journal:
         self._fd: int | None = None
         self._journal_bytes = 0
         self._snapshot_bytes = 0
+        # What `records()` read: the snapshot's format version and the journals' record count.
+        self.snapshot_version: int | None = None
+        self.journal_records = 0
+        self._read_without_records: list[Path] = []
 
     @classmethod
     def open(cls, directory: Path, compact_min_bytes: int = COMPACT_MIN_BYTES) -> "Journal":
@@ -126,9 +148,12 @@ class Journal:
         for number, line in self._lines(path):
             if not line.endswith(b"\n"):
                 raise self._damaged(path, number, "the snapshot ends in the middle of a line")
-            record = self._decode(path, number, line)
+            tab = line.find(b"\t")
+            record = self._decode(path, number, line if tab < 0 else line[:tab])
+            if tab >= 0:
+                record["payload"] = memoryview(line)[tab + 1:-1]
             if number == 1:
-                self._check_header(path, record, _SNAPSHOT)
+                self.snapshot_version = self._check_header(path, record, _SNAPSHOT)
             elif ended:
                 raise self._damaged(path, number, "a record follows the snapshot's end marker")
             elif set(record) == {"end"}:
@@ -144,30 +169,37 @@ class Journal:
         self._snapshot_bytes = path.stat().st_size
 
     def _read_journal(self, path: Path) -> Iterator[dict[str, Any]]:
+        records = 0
         for number, line in self._lines(path):
             if not line.endswith(b"\n"):
                 # A process killed mid-write leaves its last line incomplete: a write that
                 # was never acknowledged, so it is not replayed.
-                return
+                break
             record = self._decode(path, number, line)
             if number == 1:
                 self._check_header(path, record, _JOURNAL)
             else:
+                records += 1
                 yield record
+        self.journal_records += records
+        if not records:
+            self._read_without_records.append(path)
 
     def _lines(self, path: Path) -> Iterator[tuple[int, bytes]]:
-        with open(path, "rb") as stored:
+        with open(path, "rb", buffering=1 << 20) as stored:
             yield from enumerate(stored, start=1)
 
-    def _check_header(self, path: Path, header: dict[str, Any], kind: str) -> None:
+    def _check_header(self, path: Path, header: dict[str, Any], kind: str) -> int:
         if header.get("format") != FORMAT or header.get("kind") != kind:
             raise self._damaged(path, 1, f"it is not a backchat DynamoDB {kind}")
-        if header.get("version") != VERSION:
+        readable = _READABLE_VERSIONS[kind]
+        if header.get("version") not in readable:
             raise JournalError(
                 f"{path} has format version {header.get('version')!r}; this backchat reads "
-                f"version {VERSION}. Use the backchat that wrote it, or move "
-                f"{self.directory} away to start empty."
+                f"{kind} versions {', '.join(map(str, readable))}. Use the backchat that "
+                f"wrote it, or move {self.directory} away to start empty."
             )
+        return int(header["version"])
 
     def _decode(self, path: Path, number: int, line: bytes) -> dict[str, Any]:
         try:
@@ -196,7 +228,7 @@ class Journal:
                          default=0) + 1
         path = self._path(_JOURNAL, generation)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        header = encode_record({"format": FORMAT, "kind": _JOURNAL, "version": VERSION})
+        header = encode_record({"format": FORMAT, "kind": _JOURNAL, "version": JOURNAL_VERSION})
         _write_all(fd, header)
         with self._guard:
             previous, self._fd = self._fd, fd
@@ -222,7 +254,8 @@ class Journal:
         temporary = final.with_name(final.name + ".tmp")
         count = 0
         with open(temporary, "wb") as snapshot:
-            snapshot.write(encode_record({"format": FORMAT, "kind": _SNAPSHOT, "version": VERSION}))
+            snapshot.write(encode_record({"format": FORMAT, "kind": _SNAPSHOT,
+                                          "version": SNAPSHOT_VERSION}))
             for line in lines:
                 snapshot.write(line)
                 count += 1
@@ -236,6 +269,13 @@ class Journal:
             for old in self._generations(kind):
                 if old < generation:
                     self._path(kind, old).unlink()
+
+    def discard_empty_journals(self) -> None:
+        """Delete the journals `records()` read that held no record (nothing to compact)."""
+        for path in self._read_without_records:
+            path.unlink(missing_ok=True)
+        self._read_without_records = []
+        self._sync_directory()
 
     def compaction_due(self) -> bool:
         """Return True once the journal outgrew both the threshold and the last snapshot."""

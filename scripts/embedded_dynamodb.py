@@ -7,13 +7,18 @@ TransactWriteItems deep-copies whole tables to roll back, which grows with the d
 transactions in two phases (check every condition, then apply), which keeps the
 fencing guarantees testable and every write's cost independent of the table size.
 
-`DurableStorage` keeps the data in a directory (scripts/dynamodb_journal.py has the files):
-every write that changed something appends to the journal, still inside the backend's lock
-and before the write is acknowledged, the new images of the items it touched (or the table
-operation). The journal's order is thus the order the writes were applied; replaying images
-evaluates no condition or update expression again; and one record per call keeps a
-transaction all-or-nothing on disk too. A write costs the size of the items it touched;
-compaction into a snapshot happens at start and, amortised, in the background.
+With a journal attached (scripts/dynamodb_storage.py keeps it, in a data directory), every
+write that changed something appends to it, still inside the backend's lock and before the
+write is acknowledged, the new images of the items it touched (or the table operation). The
+journal's order is thus the order the writes were applied; replaying images evaluates no
+condition or update expression again; and one record per call keeps a transaction
+all-or-nothing on disk too. A write costs the size of the items it touched.
+
+It is also quick as the data grows: a Query reads only the keys its answer depends on
+(scripts/dynamodb_query.py, with the sorted views of scripts/dynamodb_key_index.py, kept in step
+by every write through `note_write`); a restored partition stays text until it is touched
+(scripts/dynamodb_partitions.py); and items past their table's TTL are deleted in the
+background, journaled like any write (scripts/dynamodb_ttl.py, `expirer`).
 
 Run `python -m scripts.embedded_dynamodb -H 127.0.0.1 -p 8001 [--data-dir DIR]` for a moto
 server with it; without --data-dir the data lives in memory only.
@@ -24,12 +29,14 @@ import argparse
 import atexit
 import copy
 import functools
+import gc
 import inspect
 import os
 import sys
 import threading
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
@@ -40,26 +47,30 @@ from moto.dynamodb.exceptions import (
     TransactWriteSingleOpException,
 )
 from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
+from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 
-from scripts.dynamodb_journal import COMPACT_MIN_BYTES, Journal, JournalError, encode_record
+from scripts import dynamodb_key_index, dynamodb_query, dynamodb_ttl
+from scripts.dynamodb_journal import Journal, JournalError
+from scripts.dynamodb_partitions import PartitionMap
 
-_LOCK = threading.RLock()
+LOCK = threading.RLock()
 _SERIALISED = (
     "create_table", "delete_table", "update_table", "put_item", "get_item", "query", "scan",
     "update_item", "delete_item", "batch_get_item", "batch_write_item", "transact_get_items",
-    "update_time_to_live",
+    "update_time_to_live", "execute_statement", "execute_transaction", "batch_execute_statement",
 )
-_TABLE_OPERATIONS = ("create_table", "update_table", "update_time_to_live", "delete_table")
+# moto copies the items these return; what it does not copy is the LastEvaluatedKey.
+_RETURN_COPIES = ("query", "scan")
+TABLE_OPERATIONS = ("create_table", "update_table", "update_time_to_live", "delete_table")
 # Refusals that happen before moto changes anything: there is nothing to journal.
 _REFUSED = (ConditionalCheckFailed, TransactionCanceledException)
 # The table operations that built a table, kept on moto's Table for the next snapshot.
 _SCHEMA_RECORDS = "_backchat_schema_records"
-SYNC_SECONDS = 1.0
 
 # Where writes are journaled; None keeps the data in memory only (tests, no --data-dir).
 _journal: Journal | None = None
-# How many backend calls the thread holding _LOCK is inside: only the outermost one is
+# How many backend calls the thread holding LOCK is inside: only the outermost one is
 # journaled (a transaction's own puts and rollbacks are part of its record).
 _depth = 0
 
@@ -72,21 +83,103 @@ def install_atomic_backend() -> None:
     """Patch moto's DynamoDB backend in this process (idempotent)."""
     if getattr(DynamoDBBackend, "_backchat_atomic", False):
         return
+    DynamoDBBackend.update_item = _noting_update(DynamoDBBackend.update_item)
     for name in _SERIALISED:
         setattr(DynamoDBBackend, name, _locked(getattr(DynamoDBBackend, name), name))
     DynamoDBBackend.transact_write_items = _locked(_transact_write_items, "transact_write_items")
+    Table.put_item = _noting_put(Table.put_item)
+    Table.delete_item = _noting_delete(Table.delete_item)
+    Table.query = dynamodb_query.query
+    Table.__len__ = _item_count(Table.__len__)
+    DynamoType.__hash__ = _key_hash(DynamoType.__hash__)
     DynamoDBBackend._backchat_atomic = True
+
+
+def note_write(table: Table, hash_key: DynamoType, range_key: DynamoType | None) -> None:
+    """Bring the sorted views and the expiry schedule in step with the item under this key."""
+    dynamodb_key_index.note_write(table, hash_key, range_key)
+    dynamodb_ttl.note_write(table, hash_key, range_key)
+
+
+def _noting_put(put_item: Any) -> Any:
+    @functools.wraps(put_item)
+    def wrapper(table: Table, *args: Any, **kwargs: Any) -> Any:
+        item = put_item(table, *args, **kwargs)  # a refused put changed nothing
+        note_write(table, item.hash_key, item.range_key)
+        return item
+
+    return wrapper
+
+
+def _noting_delete(delete_item: Any) -> Any:
+    @functools.wraps(delete_item)
+    def wrapper(table: Table, hash_key: DynamoType, range_key: DynamoType | None) -> Any:
+        deleted = delete_item(table, hash_key, range_key)
+        if deleted is not None:
+            note_write(table, hash_key, range_key)
+        return deleted
+
+    return wrapper
+
+
+def _noting_update(update_item: Any) -> Any:
+    """Wrap the backend's update_item, which changes the stored Item in place."""
+
+    @functools.wraps(update_item)
+    def wrapper(backend: DynamoDBBackend, table_name: str, key: dict[str, Any],
+                *args: Any, **kwargs: Any) -> Any:
+        try:
+            return update_item(backend, table_name, key, *args, **kwargs)
+        finally:
+            # Even a failed update may have changed the item (moto checks its size midway).
+            try:
+                table = backend.get_table(table_name)
+                hash_key, range_key = backend.get_keys_value(table, key)
+            except Exception:
+                pass  # no such table or key: nothing was changed
+            else:
+                note_write(table, hash_key, range_key)
+
+    return wrapper
+
+
+def _item_count(moto_len: Any) -> Any:
+    @functools.wraps(moto_len)
+    def count(table: Table) -> int:
+        # Counting a PartitionMap's stored partitions must not build them (DescribeTable).
+        return table.items.item_count() if isinstance(table.items, PartitionMap) else moto_len(table)
+
+    return count
+
+
+def _key_hash(moto_hash: Any) -> Any:
+    """Return DynamoType's hash, the same value, without its cast_value's chain of calls.
+
+    Every lookup of an item by its key hashes the key: a restore hashes a million of them.
+    """
+
+    @functools.wraps(moto_hash)
+    def key_hash(value: DynamoType) -> int:
+        kind = value.type
+        if kind == "S" or kind == "B":
+            return hash((kind, value.value))
+        if kind == "N":
+            return hash((kind, Decimal(value.value)))
+        return moto_hash(value)
+
+    return key_hash
 
 
 def _locked(method: Any, name: str) -> Any:
     signature = inspect.signature(method)
     recorder = _TABLE_RECORDERS.get(name) or _ITEM_RECORDERS.get(name)
     item_write = name in _ITEM_RECORDERS
+    returns_copies = name in _RETURN_COPIES
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         global _depth
-        with _LOCK:
+        with LOCK:
             journaled = recorder is not None and _journal is not None and _depth == 0
             _depth += 1
             try:
@@ -105,6 +198,9 @@ def _locked(method: Any, name: str) -> Any:
                 _journal_write(recorder, signature, args, kwargs)
             # moto serialises the returned items after the call: hand it a private copy so
             # another thread's write cannot change them mid-serialisation.
+            if returns_copies:
+                items, scanned_count, last_evaluated_key = result
+                return items, scanned_count, copy.deepcopy(last_evaluated_key)
             return copy.deepcopy(result)
 
     return wrapper
@@ -126,29 +222,48 @@ def _journal_write(recorder: Recorder, signature: inspect.Signature, args: tuple
     try:
         _journal.append(record)
     except (OSError, JournalError) as error:
-        _fail_stop(f"cannot write to the journal in {_journal.directory}: {error}")
+        fail_stop(f"cannot write to the journal in {_journal.directory}: {error}")
 
 
-def _fail_stop(message: str) -> None:
+def expire_items(backend: DynamoDBBackend, table: Table,
+                 keys: list[tuple[DynamoType, DynamoType | None]]) -> None:
+    """Delete expired items and journal them as one write (the caller holds the lock)."""
+    for hash_key, range_key in keys:
+        table.delete_item(hash_key, range_key)
+    if _journal is None:
+        return
+    names = [table.hash_key_attr, table.range_key_attr]
+    record = {"op": "write_items", **location(backend), "items": [
+        {"table": table.name, "item": None,
+         "key": {name: value.to_json() for name, value in zip(names, key) if name}}
+        for key in keys
+    ]}
+    try:
+        _journal.append(record)
+    except (OSError, JournalError) as error:
+        fail_stop(f"cannot write to the journal in {_journal.directory}: {error}")
+
+
+def fail_stop(message: str) -> None:
     """Exit at once: serving on would acknowledge writes the disk does not have."""
     print(f"embedded DynamoDB: {message}; stopping", file=sys.stderr, flush=True)
     os._exit(1)
 
 
-def _where(backend: DynamoDBBackend) -> Record:
+def location(backend: DynamoDBBackend) -> Record:
     return {"account": backend.account_id, "region": backend.region_name}
 
 
 def _table_record(operation: str) -> Recorder:
     def record(backend: DynamoDBBackend, arguments: dict[str, Any]) -> Record:
-        recorded = {"op": operation, **_where(backend), "args": copy.deepcopy(arguments)}
-        _remember_schema(backend, recorded)
+        recorded = {"op": operation, **location(backend), "args": copy.deepcopy(arguments)}
+        remember_schema(backend, recorded)
         return recorded
 
     return record
 
 
-def _remember_schema(backend: DynamoDBBackend, record: Record) -> None:
+def remember_schema(backend: DynamoDBBackend, record: Record) -> None:
     """Keep a table operation on the table it built or changed, for the next snapshot."""
     operation, arguments = record["op"], record["args"]
     if operation == "create_table":
@@ -156,6 +271,31 @@ def _remember_schema(backend: DynamoDBBackend, record: Record) -> None:
     elif operation != "delete_table":
         table = backend.get_table(arguments.get("name") or arguments["table_name"])
         vars(table).setdefault(_SCHEMA_RECORDS, []).append(record)
+
+
+def schema_records(table: Table) -> list[Record]:
+    """Return the table operations that built the table as it is now (a copy)."""
+    return list(getattr(table, _SCHEMA_RECORDS, []))
+
+
+def attach_journal(journal: Journal) -> None:
+    """Journal every write from now on in this journal."""
+    global _journal
+    with LOCK:
+        _journal = journal
+
+
+def detach_journal(journal: Journal) -> None:
+    """Stop journaling writes (if this journal is the one attached)."""
+    global _journal
+    with LOCK:
+        if _journal is journal:
+            _journal = None
+
+
+def expirer(expire: dynamodb_ttl.Expire | None = None, **options: Any) -> dynamodb_ttl.Expirer:
+    """Return a TTL expirer of this process's backends (by default, its deletions journaled)."""
+    return dynamodb_ttl.Expirer(dynamodb_backends, LOCK, expire or expire_items, **options)
 
 
 def _item_images(backend: DynamoDBBackend, targets: list[tuple[str, dict[str, Any]]]) -> Record:
@@ -167,7 +307,7 @@ def _item_images(backend: DynamoDBBackend, targets: list[tuple[str, dict[str, An
         item = table.get_item(hash_value, range_value)
         images.append({"table": table.name, "key": key,
                        "item": None if item is None else item.to_json()["Attributes"]})
-    return {"op": "write_items", **_where(backend), "items": images}
+    return {"op": "write_items", **location(backend), "items": images}
 
 
 def _key_of(table: Table, item: dict[str, Any]) -> dict[str, Any]:
@@ -190,7 +330,7 @@ def _transaction_record(backend: DynamoDBBackend, arguments: dict[str, Any]) -> 
                                   if op_type in ("Put", "Update", "Delete")])
 
 
-_TABLE_RECORDERS: dict[str, Recorder] = {name: _table_record(name) for name in _TABLE_OPERATIONS}
+_TABLE_RECORDERS: dict[str, Recorder] = {name: _table_record(name) for name in TABLE_OPERATIONS}
 _ITEM_RECORDERS: dict[str, Recorder] = {
     "put_item": _put_item_record,
     "update_item": _keyed_item_record,
@@ -265,123 +405,16 @@ def _operation(backend: DynamoDBBackend, item: dict[str, Any]) -> tuple[str, dic
     return op_type, op, table_name, key
 
 
-class DurableStorage:
-    """moto's DynamoDB kept in a data directory: restored at start, every write journaled."""
-
-    def __init__(self, journal: Journal, backends: Backends, sync_seconds: float) -> None:
-        self._journal = journal
-        self._backends = backends
-        self._sync_seconds = sync_seconds
-        self._stop = threading.Event()
-        self._keeper = threading.Thread(target=self._keep, name="journal-keeper", daemon=True)
-
-    @classmethod
-    def open(cls, directory: Path, backends: Backends = dynamodb_backends,
-             sync_seconds: float = SYNC_SECONDS,
-             compact_min_bytes: int = COMPACT_MIN_BYTES) -> "DurableStorage":
-        """Lock directory, load what it holds into the (empty) backends, journal what follows.
-
-        Raises JournalError (DataDirectoryInUse if another process holds it).
-        """
-        install_atomic_backend()
-        journal = Journal.open(directory, compact_min_bytes)
-        storage = cls(journal, backends, sync_seconds)
-        try:
-            with _LOCK:
-                for record in journal.records():
-                    storage._replay(record)
-            # From now on the files hold one snapshot and an empty journal.
-            storage.compact()
-        except BaseException:
-            journal.close()
-            raise
-        storage._attach()
-        return storage
-
-    @property
-    def directory(self) -> Path:
-        return self._journal.directory
-
-    def compact(self) -> None:
-        """Start a new generation whose snapshot holds the whole current state."""
-        with _LOCK:
-            generation = self._journal.start_generation()
-            lines = [encode_record(record) for record in self._state_records()]
-        self._journal.write_snapshot(generation, lines)
-
-    def sync(self) -> None:
-        """fsync the journal now (it is also done every `sync_seconds`)."""
-        self._journal.sync()
-
-    def close(self) -> None:
-        """Stop journaling, fsync and release the directory (the data stays in memory)."""
-        global _journal
-        self._stop.set()
-        if self._keeper.is_alive():
-            self._keeper.join()
-        with _LOCK:
-            if _journal is self._journal:
-                _journal = None
-        self._journal.close()
-
-    def summary(self) -> str:
-        """Describe what the backends hold, for the start-up line."""
-        tables = [table for regions in self._backends.values() for backend in regions.values()
-                  for table in backend.tables.values()]
-        items = sum(len(table.all_items()) for table in tables)
-        return f"{len(tables)} tables, {items} items"
-
-    def _attach(self) -> None:
-        global _journal
-        with _LOCK:
-            _journal = self._journal
-        self._keeper.start()
-
-    def _keep(self) -> None:
-        while not self._stop.wait(self._sync_seconds):
-            try:
-                self._journal.sync()
-                if self._journal.compaction_due():
-                    self.compact()
-            except (OSError, JournalError) as error:
-                _fail_stop(f"cannot keep the data in {self.directory}: {error}")
-
-    def _state_records(self) -> Iterator[Record]:
-        for regions in self._backends.values():
-            for backend in regions.values():
-                for table in backend.tables.values():
-                    yield from getattr(table, _SCHEMA_RECORDS, [])
-                    for item in table.all_items():
-                        image = item.to_json()["Attributes"]
-                        yield {"op": "write_items", **_where(backend), "items": [
-                            {"table": table.name, "key": _key_of(table, image), "item": image}
-                        ]}
-
-    def _replay(self, record: Record) -> None:
-        operation = record.get("op")
-        if operation not in ("write_items", *_TABLE_OPERATIONS):
-            raise JournalError(f"{self.directory} holds a record this backchat does not know "
-                               f"({operation!r}); was it written by a newer version?")
-        backend = self._backends[record["account"]][record["region"]]
-        if operation == "write_items":
-            for image in record["items"]:
-                if image["item"] is None:
-                    _original("delete_item")(backend, image["table"], image["key"])
-                else:
-                    _original("put_item")(backend, image["table"], image["item"])
-        else:
-            _original(operation)(backend, **record["args"])
-            _remember_schema(backend, record)
-
-
-def _original(name: str) -> Any:
-    """Return moto's own method, without the lock and the journal."""
+def moto_method(name: str) -> Any:
+    """Return moto's own backend method, without the lock and the journal."""
     return getattr(DynamoDBBackend, name).__wrapped__
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run a moto server whose DynamoDB is atomic and, with --data-dir, kept on disk."""
     from moto.server import main as moto_main
+
+    from scripts.dynamodb_storage import DurableStorage  # it builds on this module
 
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--data-dir", type=Path)
@@ -396,10 +429,17 @@ def main(argv: list[str] | None = None) -> None:
         # On SIGTERM moto exits through SystemExit: fsync what the journal holds. The journal
         # stays attached: a write still being answered is journaled like any other.
         atexit.register(storage.sync)
+        # The restored data lives as long as the server: later collections need not walk it.
+        gc.freeze()
         print(f"embedded DynamoDB: data in {storage.directory} ({storage.summary()} restored)",
               flush=True)
+    expirer().start()
     moto_main(moto_argv)
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m`, this file is __main__, and scripts.dynamodb_storage imports it again
+    # as scripts.embedded_dynamodb: run that module's main, so both use one lock and journal.
+    from scripts.embedded_dynamodb import main as run_server
+
+    run_server()

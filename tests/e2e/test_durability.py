@@ -2,7 +2,8 @@
 
 Killing every process of the stack is what a laptop crash does; the next stack on the same
 data directory must show every session and event acknowledged before the kill, and end the
-runs the kill cut off as `error` by itself.
+runs the kill cut off as `error` by itself. A kept directory of many stored sessions (restored
+lazily, issue 13) is served as it was written.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import boto3
 import pytest
 import requests
 
+from bench.seed_data import seed
 from chalicelib import clock
 from chalicelib.reaper import STOPPED_RESPONDING
 from chalicelib.records import DELTA, EventRecord, RunEnding, TokenUsage
@@ -125,21 +127,76 @@ def test_kill_9_keeps_sessions_and_events_and_the_cut_off_run_ends_error(
 
 
 @pytest.mark.e2e
-def test_every_write_acknowledged_before_kill_9_is_there_after_a_restart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_stack_on_a_kept_directory_of_stored_sessions_serves_them_and_keeps_new_ones(
+    launch_stack: Callable[[], RunningStack], http: requests.Session, data_dir: Path
 ) -> None:
+    # Stored as bench/seed_data.py stores them: one snapshot, partitions kept as text at start.
+    seeded = seed(data_dir, 40 * 50)
+    first = launch_stack()
+    stored_id = seeded.session_ids[7]
+
+    listed = sessions(http, first)
+    stored_events = events(http, first, stored_id)
+    new_id = start_session(http, first, QUICK_MESSAGE)
+    wait_for(lambda: session(http, first, new_id)["status"] == "done", WAIT_SECONDS,
+             "the new run finishing")
+    new_events = events(http, first, new_id)
+    kill_everything(first)
+    second = launch_stack()
+
+    assert sorted(s["id"] for s in listed) == sorted(seeded.session_ids)
+    assert [e["seq"] for e in stored_events] == list(range(1, 51))
+    assert stored_events[-1]["eventType"] == "done"
+    assert events(http, second, stored_id) == stored_events
+    assert events(http, second, new_id) == new_events
+    assert [s["id"] for s in sessions(http, second)] == [new_id] + [s["id"] for s in listed]
+    assert second.stop(signal.SIGTERM) == 0, second.output.text()
+
+
+def sessions(http: requests.Session, stack: RunningStack) -> list[dict[str, Any]]:
+    """Every session of the local owner, newest first."""
+    found: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        response = http.get(f"{stack.api_url}/api/chat/sessions",
+                            params={"limit": 100, **({"cursor": cursor} if cursor else {})},
+                            timeout=10)
+        assert response.status_code == 200, response.text
+        found += response.json()["sessions"]
+        cursor = response.json()["nextCursor"]
+        if not cursor:
+            return found
+
+
+@pytest.fixture
+def port(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A free loopback port for an embedded DynamoDB server, and credentials moto accepts."""
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "testing")
-    (port,) = free_ports(1)
+    (free,) = free_ports(1)
+    return free
+
+
+def dynamodb_client(port: int) -> Any:
+    return boto3.client("dynamodb", endpoint_url=f"http://{HOST}:{port}", region_name="us-east-1")
+
+
+def create_events_table(client: Any) -> None:
+    client.create_table(
+        TableName="events", BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+    )
+
+
+@pytest.mark.e2e
+def test_every_write_acknowledged_before_kill_9_is_there_after_a_restart(
+    tmp_path: Path, port: int
+) -> None:
     endpoint = f"http://{HOST}:{port}"
     server = start_embedded_dynamodb(port, tmp_path)
     try:
-        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-        client.create_table(
-            TableName="events", BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        )
+        create_events_table(dynamodb_client(port))
         acknowledged: list[str] = []
         writers = [threading.Thread(target=write_until_refused, args=(endpoint, w, acknowledged))
                    for w in range(4)]
@@ -156,14 +213,42 @@ def test_every_write_acknowledged_before_kill_9_is_there_after_a_restart(
 
     server = start_embedded_dynamodb(port, tmp_path)
     try:
-        client = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
-        stored = {item["id"]["S"] for page in client.get_paginator("scan").paginate(
+        stored = {item["id"]["S"] for page in dynamodb_client(port).get_paginator("scan").paginate(
             TableName="events", ConsistentRead=True) for item in page["Items"]}
     finally:
         server.terminate()
         server.wait(timeout=10)
 
     assert set(acknowledged) <= stored
+
+
+@pytest.mark.e2e
+def test_the_embedded_dynamodb_deletes_expired_items_and_the_deletion_is_kept(
+    tmp_path: Path, port: int
+) -> None:
+    server = start_embedded_dynamodb(port, tmp_path)
+    try:
+        client = dynamodb_client(port)
+        create_events_table(client)
+        client.update_time_to_live(TableName="events", TimeToLiveSpecification={
+            "Enabled": True, "AttributeName": "expiresAt"})
+        for item_id, expires in (("old", time.time() - 60), ("new", time.time() + 3600)):
+            client.put_item(TableName="events", Item={"id": {"S": item_id},
+                                                      "expiresAt": {"N": str(int(expires))}})
+
+        wait_for(lambda: stored_ids(client) == {"new"}, WAIT_SECONDS, "the expired item's deletion")
+        server.kill()
+        server.wait()
+
+        server = start_embedded_dynamodb(port, tmp_path)
+        assert stored_ids(dynamodb_client(port)) == {"new"}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def stored_ids(client: Any) -> set[str]:
+    return {item["id"]["S"] for item in client.scan(TableName="events", ConsistentRead=True)["Items"]}
 
 
 def write_until_refused(endpoint: str, writer: int, acknowledged: list[str]) -> None:

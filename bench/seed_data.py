@@ -1,0 +1,158 @@
+"""Fill a local-stack data directory with stored sessions and events, as weeks of use leave it.
+
+`python -m bench.seed_data DIR --events 1000000 [--events-per-session 50] [--owner local]`
+
+The tables are created by the app's own code (`SessionStore.create_tables`, on an in-process
+embedded DynamoDB that keeps its data in DIR), so their schema is the one the stack expects, and
+TTL is enabled on them as infra/tables.yaml enables it. The items are then added straight to the
+tables as stored partitions and written as one snapshot: a million events take seconds, not the
+hours a million API writes would. DIR must not be in use by a running stack.
+
+What the items hold is decided by `session_item` and `event_items` below (the current layout:
+one session row per run, its events by seq); they are the one place to change when the tables
+change. Sessions are spread over the retention period up to now, so none has expired yet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+from moto import mock_aws
+
+from chalicelib.settings import Settings
+from chalicelib.store import SessionStore
+from scripts.dynamodb_storage import DurableStorage
+from scripts.local_stack import FAKE_AWS_CREDENTIALS, stage_environment
+
+TTL_ATTRIBUTE = "expiresAt"
+WORDS = ("the stream keeps going while the tab is closed and the answer arrives in order "
+         "with every event persisted so a reload resumes where it stopped").split()
+
+Image = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Seeded:
+    """What a data directory holds after seeding."""
+
+    sessions: int
+    events: int
+    # Sessions with at least `events_per_session` events, for reading a full page.
+    session_ids: list[str]
+
+
+def session_item(session_id: str, owner: str, created_ms: int, events: int,
+                 retention_days: int, rng: random.Random) -> Image:
+    """Return a finished session's row, as SessionStore writes it."""
+    created = _iso(created_ms)
+    finished = _iso(created_ms + events * 40)
+    message = " ".join(rng.choices(WORDS, k=rng.randrange(5, 30)))
+    answer = " ".join(rng.choices(WORDS, k=events * 6))[:4000]
+    output_tokens = events * 6
+    return {
+        "id": {"S": session_id}, "ownerId": {"S": owner}, "status": {"S": "done"},
+        "model": {"S": "demo"}, "title": {"S": message[:60]},
+        "conversationId": {"S": uuid.UUID(int=rng.getrandbits(128)).hex},
+        "message": {"S": message}, "answer": {"S": answer},
+        "inputTokens": {"N": str(len(message) // 4)}, "outputTokens": {"N": str(output_tokens)},
+        "totalTokens": {"N": str(len(message) // 4 + output_tokens)},
+        "lastSeq": {"N": str(events)}, "createdAt": {"S": created}, "updatedAt": {"S": finished},
+        "finishedAt": {"S": finished},
+        TTL_ATTRIBUTE: {"N": str(created_ms // 1000 + retention_days * 86_400)},
+    }
+
+
+def event_items(session_id: str, created_ms: int, events: int, retention_days: int,
+                rng: random.Random) -> Iterator[Image]:
+    """Yield a finished run's events: thinking, a tool call and its result, deltas, done."""
+    expires = {"N": str(created_ms // 1000 + retention_days * 86_400)}
+    for seq in range(1, events + 1):
+        item: Image = {"sessionId": {"S": session_id}, "seq": {"N": str(seq)},
+                       "createdAt": {"S": _iso(created_ms + seq * 40)}, TTL_ATTRIBUTE: expires}
+        if seq == events:
+            item["eventType"] = {"S": "done"}
+            item["usage"] = {"M": {"inputTokens": {"N": "20"}, "outputTokens": {"N": "300"},
+                                   "totalTokens": {"N": "320"}}}
+        elif seq == 1:
+            item["eventType"] = {"S": "thinking"}
+            item["content"] = {"S": "The user asks for arithmetic; use the calculator."}
+        elif seq == 2:
+            item.update(eventType={"S": "tool_call"}, toolName={"S": "calculator"},
+                        toolCallId={"S": f"call-{session_id[:8]}"},
+                        toolInput={"S": json.dumps({"expression": "17*23"})})
+        elif seq == 3:
+            item.update(eventType={"S": "tool_result"}, toolCallId={"S": f"call-{session_id[:8]}"},
+                        content={"S": "391"})
+        else:
+            item["eventType"] = {"S": "delta"}
+            item["content"] = {"S": " ".join(rng.choices(WORDS, k=rng.randrange(4, 20)))}
+        yield item
+
+
+def seed(directory: Path, events: int, events_per_session: int = 50, owner: str = "local",
+         seed_value: int = 13) -> Seeded:
+    """Create the tables in directory and add `events` events over events/per-session sessions."""
+    rng = random.Random(seed_value)
+    # The local stage's settings (table names, retention), talking to the in-process moto.
+    env = {**os.environ, **FAKE_AWS_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}
+    env.pop("DDB_ENDPOINT", None)
+    settings = Settings.from_env(stage_environment(env, ()))
+    sessions = max(1, -(-events // events_per_session)) if events else 0
+    now_ms = int(time.time() * 1000)
+    span_ms = (settings.retention_days - 1) * 86_400_000
+    plan = sorted((now_ms - rng.randrange(span_ms), uuid.UUID(int=rng.getrandbits(128)).hex)
+                  for _ in range(sessions))
+    counts = [min(events_per_session, events - index * events_per_session)
+              for index in range(sessions)]
+    with mock_aws():
+        storage = DurableStorage.open(directory)
+        try:
+            SessionStore(settings).create_tables()
+            client = boto3.client("dynamodb", region_name="us-east-1")
+            for table in (settings.sessions_table, settings.events_table):
+                client.update_time_to_live(TableName=table, TimeToLiveSpecification={
+                    "Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+            storage.import_items(settings.sessions_table, (
+                session_item(session_id, owner, created, count, settings.retention_days, rng)
+                for (created, session_id), count in zip(plan, counts)))
+            stored = storage.import_items(settings.events_table, (
+                item for (created, session_id), count in zip(plan, counts)
+                for item in event_items(session_id, created, count, settings.retention_days, rng)))
+            storage.compact()
+        finally:
+            storage.close()
+    full = [session_id for (_, session_id), count in zip(plan, counts)
+            if count >= events_per_session]
+    return Seeded(sessions, stored, full)
+
+
+def _iso(epoch_ms: int) -> str:
+    seconds, millis = divmod(epoch_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--events-per-session", type=int, default=50)
+    parser.add_argument("--owner", default="local")
+    args = parser.parse_args(argv)
+    began = time.monotonic()
+    seeded = seed(args.directory.resolve(), args.events, args.events_per_session, args.owner)
+    print(f"{args.directory}: {seeded.sessions} sessions, {seeded.events} events "
+          f"in {time.monotonic() - began:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
