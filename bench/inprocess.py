@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from chalicelib.changes import SessionChanges
+from chalicelib.conversations import ConversationStore
 from chalicelib.dispatch import Dispatcher, ThreadDispatcher
 from chalicelib.orchestrator import Orchestrator
 from chalicelib.providers import ProviderRegistry
@@ -41,11 +42,9 @@ class RequestCounter:
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def attach(self, store: SessionStore) -> None:
-        """Hook both of the store's PynamoDB clients (sessions and events tables)."""
-        models = store._models  # the bench reaches into the store to hook its clients
-        for model in (models.session, models.event):
-            client = model._get_connection().connection.client
-            client.meta.events.register("before-call.dynamodb.*", self._count)
+        """Hook the store's botocore client (one for every table)."""
+        client = store.models.session._get_connection().connection.client
+        client.meta.events.register("before-call.dynamodb.*", self._count)
 
     def _count(self, model: Any, **_: Any) -> None:
         name = threading.current_thread().name
@@ -91,17 +90,18 @@ def build(ddb_url: str, owner: str, flush_mode: str = "merge", deployed_poll: bo
     """
     settings = Settings(dynamodb_endpoint=ddb_url, dispatch_mode="lambda" if deployed_poll else "thread",
                         flush_mode=flush_mode, flush_interval=flush_interval, local_owner=owner,
-                        max_running_per_owner=100_000, local_workers=8)
+                        max_running_per_owner=100_000, cursor_secret="bench-" * 4)
     provider = ClosingProbeProvider(DemoProvider())
     providers = ProviderRegistry({"demo": provider})
     run_store = SessionStore(settings)
-    orchestrator = Orchestrator(run_store, providers, default_tools(), settings)
-    dispatcher = ThreadDispatcher(orchestrator.run, settings.local_workers)
+    orchestrator = Orchestrator(run_store, ConversationStore(run_store.models), providers,
+                                default_tools(), settings)
+    dispatcher = ThreadDispatcher(orchestrator.run, settings.local_max_runs)
     store = SessionStore(settings)
     if deployed_poll:
         # Another process's writes are never announced here.
         store.watch = SessionChanges().watch  # type: ignore[method-assign]
-    service = ChatService(settings, store, dispatcher, providers)
+    service = ChatService(settings, store, ConversationStore(store.models), dispatcher, providers)
     counter = RequestCounter()
     counter.attach(store)
     counter.attach(run_store)
@@ -270,15 +270,16 @@ def profile_paths(ddb_url: str, calls: int) -> list[PathProfile]:
     settings = Settings(dynamodb_endpoint=ddb_url, local_owner="bench-profile",
                         max_running_per_owner=100_000)
     store = SessionStore(settings)
-    service = ChatService(settings, store, _NoDispatch(), ProviderRegistry({"demo": DemoProvider()}))
+    service = ChatService(settings, store, ConversationStore(store.models), _NoDispatch(),
+                          ProviderRegistry({"demo": DemoProvider()}))
     owner = settings.local_owner
     body = json.dumps({"message": "profile me"}).encode()
     idle = service.start(owner, body)["sessionId"]
     busy = service.start(owner, body)["sessionId"]
-    store.claim_lease(busy, "bench-profile")
+    claimed = store.claim_lease(busy, "bench-profile")
     from chalicelib.writer import EventWriter, FlushPolicy
 
-    writer = EventWriter(store, busy, "bench-profile", policy=FlushPolicy(interval=0.0))
+    writer = EventWriter(store, claimed, "bench-profile", policy=FlushPolicy(interval=0.0))
     for index in range(20):
         writer.append_delta(f"chunk {index} ")
     paths = (

@@ -134,6 +134,9 @@ def _sections(r: dict[str, Any]) -> list[str]:
              f"at most {worst_growth:.2f}x (see *Growth*)", met(worst_growth <= 1.5)],
             [f"start-up to health with {largest['stored_events']:,} stored events ≤ 10 s",
              f"{largest['startup_seconds']:.1f} s", met(largest["startup_seconds"] <= 10)],
+            *_scale_target_rows(scale),
+            *_conversation_target_rows(r["conversation_costs"]),
+            *_index_target_rows(r["index_writes"]),
         ]),
         _targets_commentary(r, writes_local),
     ]
@@ -298,6 +301,8 @@ def _sections(r: dict[str, Any]) -> list[str]:
         table(["path", "calls", "wall per call", "CPU per call (this process)"],
               [[p["name"], p["calls"], ms(p["wall_ms"]), ms(p["cpu_ms"])] for p in r["profiles"]]),
     ]
+    out += _conversation_section(r["conversation_costs"])
+    out += _index_section(r["index_writes"])
     for profile in r["profiles"]:
         out.append(f"<details><summary>{profile['name']}</summary>\n\n```\n"
                    + _trim(profile["tree"]) + "\n```\n</details>")
@@ -308,6 +313,94 @@ def _sections(r: dict[str, Any]) -> list[str]:
 
 GROWTH_MEASURES = {"poll_ms": "poll (50 events)", "list_ms": "sessions list (20)",
                    "start_ms": "start"}
+CONCURRENT_SESSIONS = 50
+
+
+def _scale_target_rows(scale: list[dict[str, Any]]) -> list[list[str]]:
+    """The 50-session run (issue 13): first event, visibility, loss."""
+    point = next((p for p in scale if p["sessions"] == CONCURRENT_SESSIONS), None)
+    if point is None:
+        return []
+    lost = point["exactness"]["lost"] + point["exactness"]["duplicated"]
+    return [
+        [f"{CONCURRENT_SESSIONS} sessions at once: start → first event ≤ 1 s median",
+         f"median {ms(median(point['first_event_ms']))} (p99 "
+         f"{ms(percentile(point['first_event_ms'], 99))})",
+         met(median(point["first_event_ms"]) <= 1000)],
+        [f"{CONCURRENT_SESSIONS} sessions at once: event visibility ≤ 500 ms median",
+         f"median {ms(median(point['visibility_ms']))}", met(median(point["visibility_ms"]) <= 500)],
+        [f"{CONCURRENT_SESSIONS} sessions at once: zero loss",
+         f"{point['exactness']['lost']} lost, {point['exactness']['duplicated']} duplicated, "
+         f"{point['unfinished']} unfinished", met(lost == 0 and point["unfinished"] == 0)],
+    ]
+
+
+def _units(point: dict[str, Any]) -> tuple[float, float]:
+    return point["read_units"], point["write_units"] + point["index_write_units"]
+
+
+def _conversation_target_rows(points: list[dict[str, Any]]) -> list[list[str]]:
+    first, last = points[0], points[-1]
+    reads = _units(last)[0] / _units(first)[0]
+    writes = _units(last)[1] / _units(first)[1]
+    largest = max(p["largest_row_bytes"] for p in points)
+    return [
+        [f"units per session at {last['conversation_kb']} KB of conversation ≤ 1.1x those at "
+         f"{first['conversation_kb']} KB", f"reads {reads:.2f}x, writes {writes:.2f}x",
+         met(reads <= 1.1 and writes <= 1.1)],
+        ["the session row stays under 4 KB", f"largest seen {largest:,} bytes",
+         met(largest < 4096)],
+    ]
+
+
+def _index_target_rows(rates: dict[str, Any]) -> list[list[str]]:
+    per_session = rates["indexWritesPerStreamingSessionSecond"]
+    return [
+        ["≤ 0.2 index writes/s per streaming session; none from plain flushes",
+         f"{per_session:.3f}/s; {rates['indexWritesByPlainFlushes']} from plain flushes",
+         met(per_session <= 0.2 and rates["indexWritesByPlainFlushes"] == 0)],
+    ]
+
+
+def _conversation_section(points: list[dict[str, Any]]) -> list[str]:
+    base_reads, base_writes = _units(points[0])
+    rows = [[f"{p['conversation_kb']} KB", p["status"], p["http_requests"],
+             f"{p['read_units']:.1f} ({p['read_units'] / base_reads:.2f}x)",
+             f"{p['history_read_units']:.1f}",
+             f"{_units(p)[1]:.0f} ({_units(p)[1] / base_writes:.2f}x)",
+             f"{p['largest_row_bytes']:,} B"] for p in points]
+    return [
+        "## DynamoDB units per session, by conversation length",
+        "One 300-token demo session (50 tokens/s) followed by a long-polling client, metered "
+        "in process on moto with the deployed settings (bench/conversation_costs.py, the same "
+        "pricing as tests/test_deploy_requests.py): as a conversation's first turn, and as a "
+        "turn of a conversation with 16 and 64 KB of earlier turns. The model's history is one "
+        "Query of the conversation's partition (its newest page strongly consistent, older "
+        "pages eventually consistent); nothing of the conversation is written again.",
+        table(["conversation", "status", "HTTP requests", "read units (ratio)",
+               "of which the history", "write units incl. indexes (ratio)",
+               "largest session row"], rows),
+    ]
+
+
+def _index_section(rates: dict[str, Any]) -> list[str]:
+    rows = ([[f"table {name}", f"{rate:.2f}"]
+             for name, rate in rates["busiestTablePartitionPerSecond"].items()]
+            + [[f"index {name}", f"{rate:.3f}"]
+               for name, rate in rates["busiestIndexPartitionPerSecond"].items()])
+    return [
+        "## Writes per partition key",
+        f"{rates['sessions']} demo sessions streaming at once (25 tokens/s) through the app on "
+        "moto with the deployed settings (bench/index_writes.py), over the "
+        f"{rates['seconds']:.0f} s between the last start and the first end: the write rate of "
+        "the busiest partition key of each table and index. DynamoDB takes about 1,000 write "
+        "units a second per key; docs/deploy.md (Scale arithmetic) turns these into how many "
+        "sessions one deployment and one owner can hold.",
+        table(["partition key", "writes/s"], rows),
+        f"Index writes per streaming session: {rates['indexWritesPerStreamingSessionSecond']:.3f}"
+        f"/s; from flushes and heartbeats that do not move the lease: "
+        f"{rates['indexWritesByPlainFlushes']}.",
+    ]
 
 
 def _growth_ratio(growth: list[dict[str, Any]], key: str) -> float:

@@ -7,8 +7,11 @@ visibility (both modes in the same run), DynamoDB requests per 1,000 tokens and 
 (in-process, both modes), the flush interval trade-off, cancel -> stream closed, start ->
 first event, resume exactness. Then, each on a stack of its own (so that the sessions and
 runs one phase leaves do not weigh on the next): the scale curve, start latency back to back
-and paced, and growth (poll, list, start and start-up with 0, 100,000 and 1,000,000 stored
-events, bench/growth.py on data directories filled by bench/seed_data.py).
+and paced; in process on moto, the DynamoDB units one session costs at 0, 16 and 64 KB of
+conversation (bench/conversation_costs.py) and the write rate per partition key of every
+table and index (bench/index_writes.py); and growth (poll, list, start and start-up with 0,
+100,000 and 1,000,000 stored events, bench/growth.py on data directories filled by
+bench/seed_data.py).
 
 `python -m bench.run [--quick] [--seed N]`; --quick shrinks every workload (a smoke run,
 not for the report).
@@ -25,7 +28,8 @@ import time
 from dataclasses import asdict
 from typing import Any, Callable, Iterator
 
-from bench import coldstart, growth, http_phases, inprocess, machine, report
+from bench import coldstart, conversation_costs, growth, http_phases, index_writes, inprocess
+from bench import machine, report
 from bench.stack import REPO_ROOT, STACK_ENV, Stack, start_stack
 from scripts.local_stack import FAKE_AWS_CREDENTIALS
 
@@ -51,6 +55,9 @@ class Sizes:
         self.profile_calls = 20 if quick else 100
         self.growth_sizes = (0, 10_000) if quick else (0, 100_000, 1_000_000)
         self.growth_requests = 5 if quick else 20
+        self.conversation_kb = (0, 16) if quick else (0, 16, 64)
+        self.index_sessions = 4 if quick else 20
+        self.index_seconds = 20 if quick else 40
 
 
 PACED_STARTS_PER_SECOND = 10.0
@@ -119,6 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         results["start_latency_paced_ms"] = timed(
             "start latency (paced)", results, lambda: http_phases.paced_start_latency(
                 stack, sizes.starts, start_message, PACED_STARTS_PER_SECOND))
+    # In process, on moto: what DynamoDB would bill, and the write rate per partition key.
+    results["conversation_costs"] = timed(
+        "units per session by conversation length", results,
+        lambda: conversation_costs.measure(sizes.conversation_kb))
+    results["index_writes"] = timed(
+        "writes per partition key", results, lambda: index_writes.measure(
+            sizes.index_sessions, sizes.index_seconds).as_dict())
     results["growth"] = timed("growth with stored data", results, lambda: [
         asdict(point) for point in growth.measure(sizes.growth_sizes, sizes.growth_requests,
                                                   STACK_ENV, say)])

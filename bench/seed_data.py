@@ -8,13 +8,16 @@ TTL is enabled on them as infra/tables.yaml enables it. The items are then added
 tables as stored partitions and written as one snapshot: a million events take seconds, not the
 hours a million API writes would. DIR must not be in use by a running stack.
 
-What the items hold is decided by `session_item` and `event_items` below (the current layout:
-one session row per run, its events by seq); they are the one place to change when the tables
-change. Sessions are spread over the retention period up to now, so none has expired yet.
+What the items hold is decided by `session_item`, `conversation_items` and `event_items` below
+(the current layout: one small row per run, its events by seq, and per conversation its row and
+each turn's input and ending); they are the one place to change when the tables change. Each
+session is a one-turn conversation. Sessions are spread over the retention period up to now,
+so none has expired yet.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -25,13 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import boto3
 from moto import mock_aws
 
 from chalicelib.settings import Settings
 from chalicelib.store import SessionStore
 from scripts.dynamodb_storage import DurableStorage
 from scripts.local_stack import FAKE_AWS_CREDENTIALS, stage_environment
+from scripts.migrate_local import migrate
 
 TTL_ATTRIBUTE = "expiresAt"
 WORDS = ("the stream keeps going while the tab is closed and the answer arrives in order "
@@ -50,25 +53,44 @@ class Seeded:
     session_ids: list[str]
 
 
-def session_item(session_id: str, owner: str, created_ms: int, events: int,
-                 retention_days: int, rng: random.Random) -> Image:
+def session_item(session_id: str, conversation_id: str, owner: str, created_ms: int,
+                 events: int, retention_days: int, rng: random.Random) -> Image:
     """Return a finished session's row, as SessionStore writes it."""
+    created = _iso(created_ms)
+    finished = _iso(created_ms + events * 40)
+    return {
+        "id": {"S": session_id}, "ownerId": {"S": owner}, "status": {"S": "done"},
+        "model": {"S": "demo"}, "title": {"S": f"conversation {session_id[:8]}"},
+        "conversationId": {"S": conversation_id},
+        "inputTokens": {"N": str(rng.randrange(5, 40))}, "outputTokens": {"N": str(events * 6)},
+        "lastSeq": {"N": str(events)}, "createdAt": {"S": created}, "updatedAt": {"S": finished},
+        "finishedAt": {"S": finished}, "attemptId": {"S": uuid.UUID(int=rng.getrandbits(128)).hex},
+        "leaseUntil": {"N": str(created_ms + events * 40 + 30_000)},
+        TTL_ATTRIBUTE: {"N": str(created_ms // 1000 + retention_days * 86_400)},
+    }
+
+
+def conversation_items(session_id: str, conversation_id: str, owner: str, created_ms: int,
+                       events: int, retention_days: int, rng: random.Random) -> Iterator[Image]:
+    """Yield a one-turn conversation's items: its row, the turn's input and its ending."""
     created = _iso(created_ms)
     finished = _iso(created_ms + events * 40)
     message = " ".join(rng.choices(WORDS, k=rng.randrange(5, 30)))
     answer = " ".join(rng.choices(WORDS, k=events * 6))[:4000]
-    output_tokens = events * 6
-    return {
-        "id": {"S": session_id}, "ownerId": {"S": owner}, "status": {"S": "done"},
-        "model": {"S": "demo"}, "title": {"S": message[:60]},
-        "conversationId": {"S": uuid.UUID(int=rng.getrandbits(128)).hex},
-        "message": {"S": message}, "answer": {"S": answer},
-        "inputTokens": {"N": str(len(message) // 4)}, "outputTokens": {"N": str(output_tokens)},
-        "totalTokens": {"N": str(len(message) // 4 + output_tokens)},
-        "lastSeq": {"N": str(events)}, "createdAt": {"S": created}, "updatedAt": {"S": finished},
-        "finishedAt": {"S": finished},
-        TTL_ATTRIBUTE: {"N": str(created_ms // 1000 + retention_days * 86_400)},
-    }
+    expires = {"N": str(created_ms // 1000 + retention_days * 86_400)}
+    turn = f"turn#{created}#{session_id}"
+    yield {"conversationId": {"S": conversation_id}, "item": {"S": "conversation"},
+           "ownerId": {"S": owner}, "listOwner": {"S": owner}, "title": {"S": message[:60]},
+           "createdAt": {"S": created}, "updatedAt": {"S": finished}, "turnCount": {"N": "1"},
+           "lastSessionId": {"S": session_id}, "lastStatus": {"S": "done"},
+           TTL_ATTRIBUTE: expires}
+    yield {"conversationId": {"S": conversation_id}, "item": {"S": turn},
+           "sessionId": {"S": session_id}, "model": {"S": "demo"}, "message": {"S": message},
+           "createdAt": {"S": created}, TTL_ATTRIBUTE: expires}
+    yield {"conversationId": {"S": conversation_id}, "item": {"S": turn + "#end"},
+           "sessionId": {"S": session_id}, "status": {"S": "done"}, "answer": {"S": answer},
+           "finishedAt": {"S": finished}, "inputTokens": {"N": "20"},
+           "outputTokens": {"N": str(events * 6)}, TTL_ATTRIBUTE: expires}
 
 
 def event_items(session_id: str, created_ms: int, events: int, retention_days: int,
@@ -109,30 +131,39 @@ def seed(directory: Path, events: int, events_per_session: int = 50, owner: str 
     sessions = max(1, -(-events // events_per_session)) if events else 0
     now_ms = int(time.time() * 1000)
     span_ms = (settings.retention_days - 1) * 86_400_000
-    plan = sorted((now_ms - rng.randrange(span_ms), uuid.UUID(int=rng.getrandbits(128)).hex)
+    plan = sorted((now_ms - rng.randrange(span_ms), _new_id(rng), _new_id(rng))
                   for _ in range(sessions))
     counts = [min(events_per_session, events - index * events_per_session)
               for index in range(sessions)]
     with mock_aws():
         storage = DurableStorage.open(directory)
         try:
-            SessionStore(settings).create_tables()
-            client = boto3.client("dynamodb", region_name="us-east-1")
-            for table in (settings.sessions_table, settings.events_table):
-                client.update_time_to_live(TableName=table, TimeToLiveSpecification={
-                    "Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+            store = SessionStore(settings)
+            store.create_tables()  # with TTL on expiresAt, as infra/tables.yaml has it
+            # A stack has run on these tables: nothing of an earlier version to migrate.
+            migrate(store.models, lambda: _new_id(rng))
+            days = settings.retention_days
             storage.import_items(settings.sessions_table, (
-                session_item(session_id, owner, created, count, settings.retention_days, rng)
-                for (created, session_id), count in zip(plan, counts)))
+                session_item(session_id, conversation_id, owner, created, count, days, rng)
+                for (created, session_id, conversation_id), count in zip(plan, counts)))
+            storage.import_items(settings.conversations_table, (
+                item for (created, session_id, conversation_id), count in zip(plan, counts)
+                for item in conversation_items(session_id, conversation_id, owner, created,
+                                               count, days, rng)))
             stored = storage.import_items(settings.events_table, (
-                item for (created, session_id), count in zip(plan, counts)
-                for item in event_items(session_id, created, count, settings.retention_days, rng)))
+                item for (created, session_id, _), count in zip(plan, counts)
+                for item in event_items(session_id, created, count, days, rng)))
             storage.compact()
         finally:
             storage.close()
-    full = [session_id for (_, session_id), count in zip(plan, counts)
+    full = [session_id for (_, session_id, _), count in zip(plan, counts)
             if count >= events_per_session]
     return Seeded(sessions, stored, full)
+
+
+def _new_id(rng: random.Random) -> str:
+    """Return an id shaped like the server's (22 URL-safe characters), from rng."""
+    return base64.urlsafe_b64encode(rng.getrandbits(128).to_bytes(16, "big")).decode().rstrip("=")
 
 
 def _iso(epoch_ms: int) -> str:

@@ -51,7 +51,7 @@ from chalicelib.records import (
     TokenUsage,
 )
 from chalicelib.settings import Settings
-from chalicelib.tables import add_missing_indexes
+from chalicelib.tables import add_missing_indexes, ensure_ttl
 from chalicelib.text import truncate_utf8
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ class SessionStore:
                     model.create_table(wait=True)
                 else:
                     add_missing_indexes(model)
+                    ensure_ttl(model)
 
     def ping(self) -> None:
         """Read one key from each table; raise StoreUnavailable if one cannot be reached."""

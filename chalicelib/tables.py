@@ -46,3 +46,21 @@ def drop_indexes(model: Any, names: tuple[str, ...]) -> list[str]:
             logger.info("table %s: dropped index %s", model.Meta.table_name, name)
             dropped.append(name)
     return dropped
+
+
+def ensure_ttl(model: Any) -> bool:
+    """Enable TTL on the model's TTL attribute if the table lacks it; True if it was enabled now.
+
+    Tables made by PynamoDB get it at creation; this covers tables made otherwise or before.
+    """
+    attribute = model._ttl_attribute()
+    if attribute is None:
+        return False
+    client = model._get_connection().connection.client
+    described = client.describe_time_to_live(TableName=model.Meta.table_name)
+    status = described.get("TimeToLiveDescription", {}).get("TimeToLiveStatus")
+    if status in ("ENABLED", "ENABLING"):
+        return False
+    model.update_ttl(ignore_update_ttl_errors=False)
+    logger.info("table %s: TTL enabled on %s", model.Meta.table_name, attribute.attr_name)
+    return True
