@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass

@@ -30,12 +30,10 @@ def legacy_row(session_id: str, created: str, status: str, **fields: Any) -> dic
     return row
 
 
-@pytest.fixture
-def legacy_store(aws, settings) -> SessionStore:
-    """Tables laid out by the earlier version, holding its rows; then this version's tables."""
-    client = boto3.client("dynamodb", region_name="us-east-1")
+def write_legacy_data(client: Any, sessions_table: str) -> None:
+    """Create the sessions table as the earlier version laid it out, holding its rows."""
     client.create_table(
-        TableName=settings.sessions_table, BillingMode="PAY_PER_REQUEST",
+        TableName=sessions_table, BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": n, "AttributeType": t} for n, t in (
             ("id", "S"), ("ownerId", "S"), ("createdAt", "S"), ("runState", "S"),
             ("leaseUntil", "N"))],
@@ -61,10 +59,16 @@ def legacy_store(aws, settings) -> SessionStore:
                    runState="running", leaseUntil=1, attemptId="dead"),
     ]
     for row in rows:
-        client.put_item(TableName=settings.sessions_table, Item=row)
-    client.put_item(TableName=settings.sessions_table, Item=legacy_row(
+        client.put_item(TableName=sessions_table, Item=row)
+    client.put_item(TableName=sessions_table, Item=legacy_row(
         "no-conversation", "2026-11-19T08:00:00.000Z", "cancelled", message="stop",
         answer="", finishedAt="2026-11-19T08:00:01.000Z"))
+
+
+@pytest.fixture
+def legacy_store(aws, settings) -> SessionStore:
+    """Tables laid out by the earlier version, holding its rows; then this version's tables."""
+    write_legacy_data(boto3.client("dynamodb", region_name="us-east-1"), settings.sessions_table)
     store = SessionStore(settings)
     store.create_tables()
     return store
