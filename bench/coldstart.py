@@ -53,7 +53,8 @@ def _environment(ddb_url: str) -> dict[str, str]:
         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1", "DDB_ENDPOINT": ddb_url,
         # As deployed: the API builds a Lambda client for dispatch; no local threads.
-        "DISPATCH_MODE": "lambda", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+        "DISPATCH_MODE": "lambda", "CURSOR_SECRET": "a bench deployment's cursor key",
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
     })
     return env
 
