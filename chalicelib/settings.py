@@ -1,6 +1,7 @@
 """One frozen settings object, read once from the environment."""
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, replace
 from typing import Mapping
@@ -157,6 +158,10 @@ class Settings:
             raise SettingsError("AUTH_MODE=cognito needs COGNITO_USER_POOL_ARN")
         if settings.heartbeat_interval * 3 > settings.lease_seconds:
             raise SettingsError("HEARTBEAT_INTERVAL must be at most a third of LEASE_SECONDS")
+        if settings.allowed_models and not any(
+                fnmatch.fnmatchcase(settings.default_model, pattern)
+                for pattern in settings.allowed_models):
+            raise SettingsError(f"DEFAULT_MODEL {settings.default_model!r} is not in ALLOWED_MODELS")
         if settings.lease_index_seconds * 2 > settings.lease_seconds:
             raise SettingsError("LEASE_INDEX_SECONDS must be at most half of LEASE_SECONDS")
         return settings

@@ -482,3 +482,29 @@ def test_an_events_page_of_emoji_stays_under_the_limit_in_its_real_json(
     # characters would suggest.
     assert len(response.body) <= 30_000 + 1_000
     assert 1 <= len(page["events"]) < 20 and page["hasMore"]
+
+
+def test_allowed_models_limit_what_a_start_may_name_and_the_models_route_lists_them(
+        client, components, monkeypatch) -> None:
+    from chalicelib.providers import ProviderRegistry
+    from chalicelib.providers.demo import DemoProvider
+
+    class NeverCalled:
+        def stream(self, request):  # pragma: no cover - a refused start never runs
+            raise AssertionError("a refused model was called")
+
+    restricted = ProviderRegistry({"demo": DemoProvider(), "openai": NeverCalled()},
+                                  allowed=("demo", "openai:gpt-4o-mini*"))
+    monkeypatch.setattr(components.service, "_providers", restricted)
+    import dataclasses
+
+    import app as app_module
+
+    monkeypatch.setattr(app_module, "_components", dataclasses.replace(
+        components, providers=restricted))
+    refused = post(client, "/api/chat/session", {"message": "hi", "model": "openai:gpt-5"})
+    assert refused.status_code == 400
+    assert "demo, openai:gpt-4o-mini*" in refused.json_body["Message"]
+    assert post(client, "/api/chat/session", {"message": "hi" + FAST}).status_code == 202
+    listed = client.http.get("/api/models").json_body
+    assert listed == {"defaultModel": "demo", "models": ["demo", "openai:gpt-4o-mini*"]}

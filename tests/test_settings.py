@@ -34,6 +34,8 @@ def test_values_come_from_the_environment() -> None:
     ({"LEASE_SECONDS": "soon"}, "LEASE_SECONDS must be a whole number"),
     ({"FLUSH_INTERVAL": "-1"}, "FLUSH_INTERVAL must be at least 0.0"),
     ({"HEARTBEAT_INTERVAL": "20", "LEASE_SECONDS": "30"}, "at most a third of LEASE_SECONDS"),
+    ({"LEASE_INDEX_SECONDS": "16", "LEASE_SECONDS": "30"}, "at most half of LEASE_SECONDS"),
+    ({"ALLOWED_MODELS": "openai:gpt-4o", "DEFAULT_MODEL": "demo"}, "not in ALLOWED_MODELS"),
 ])
 def test_bad_values_name_the_variable(env, words) -> None:
     with pytest.raises(SettingsError, match=words):
@@ -43,3 +45,16 @@ def test_bad_values_name_the_variable(env, words) -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().stage = "prod"  # type: ignore[misc]
+
+
+def test_a_deployed_function_needs_a_cursor_secret() -> None:
+    with pytest.raises(SettingsError, match="CURSOR_SECRET"):
+        Settings.from_env({"DISPATCH_MODE": "lambda"}).check_runtime_secrets()
+    Settings.from_env({"DISPATCH_MODE": "lambda",
+                       "CURSOR_SECRET": "0123456789abcdef"}).check_runtime_secrets()
+    Settings.from_env({}).check_runtime_secrets()  # the local stack's fixed one will do
+
+
+def test_allowed_models_are_read_as_a_list() -> None:
+    settings = Settings.from_env({"ALLOWED_MODELS": " demo, openai:gpt-4o* ,,"})
+    assert settings.allowed_models == ("demo", "openai:gpt-4o*")
