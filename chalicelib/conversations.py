@@ -138,6 +138,21 @@ class ConversationStore:
         assert record is not None
         return record
 
+    def clear_running(self, conversation_id: str, session_id: str) -> None:
+        """Forget the conversation's running turn if it is still this (vanished) session."""
+        C = self._conversation
+
+        def update() -> None:
+            with translate_errors():
+                C(conversation_id, CONVERSATION_ITEM).update(
+                    actions=[C.runningSessionId.remove()],
+                    condition=C.runningSessionId == session_id)
+
+        try:
+            self._call(update, f"conversation {conversation_id}: clear a vanished turn")
+        except ConditionFailed:
+            pass  # another start or an ending changed it meanwhile
+
     def mark_deleted(self, conversation_id: str, owner_id: str) -> ConversationRecord:
         """Hide the owner's conversation from every reader and queue it for the purge.
 

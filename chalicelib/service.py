@@ -174,8 +174,14 @@ class ChatService:
                         if ID_PATTERN.fullmatch(conversation_id) else None)
         if conversation is None or conversation.owner_id != owner_id or conversation.deleted:
             raise ConversationNotFound(conversation_id)
-        if conversation.running_session_id is not None:
-            raise ConversationBusy(self._busy_message())
+        running = conversation.running_session_id
+        if running is not None:
+            session = self._store.get(running)
+            if session is not None and session.is_running:
+                raise ConversationBusy(self._busy_message())
+            # Its running turn is gone (expired with a run set aside as unendable): let the
+            # conversation go on rather than refuse every turn from now on.
+            self._conversations.clear_running(conversation_id, running)
         return conversation
 
     @staticmethod

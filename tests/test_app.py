@@ -508,3 +508,18 @@ def test_allowed_models_limit_what_a_start_may_name_and_the_models_route_lists_t
     assert post(client, "/api/chat/session", {"message": "hi" + FAST}).status_code == 202
     listed = client.http.get("/api/models").json_body
     assert listed == {"defaultModel": "demo", "models": ["demo", "openai:gpt-4o-mini*"]}
+
+
+def test_a_conversation_whose_running_turn_vanished_takes_new_turns(
+        client, components, monkeypatch) -> None:
+    use_dispatcher(components, monkeypatch, RecordingDispatcher())
+    first = post(client, "/api/chat/session", {"message": "set aside forever"}).json_body
+    conversation = {"message": "next" + FAST, "conversationId": first["conversationId"]}
+    assert post(client, "/api/chat/session", conversation).status_code == 409
+    # The reaper set it aside, and its row expired (TTL): nothing will ever end it.
+    components.store.models.session(first["sessionId"]).delete()
+    use_dispatcher(components, monkeypatch, InlineDispatcher(components.orchestrator.run))
+    again = post(client, "/api/chat/session", conversation)
+    assert again.status_code == 202, again.body
+    assert client.http.get(
+        f"/api/chat/session/{again.json_body['sessionId']}").json_body["status"] == "done"
