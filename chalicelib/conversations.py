@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-from pynamodb.exceptions import DoesNotExist
-
 from chalicelib import clock
 from chalicelib.dynamo import (
     ConditionFailed,
     batch_get,
     call_with_retries,
+    get_item,
+    index_page,
     quick_retries,
     raw_key,
     translate_errors,
@@ -73,16 +73,9 @@ class ConversationStore:
 
         A deleted conversation is returned, marked `deleted`, until it is purged.
         """
-        C = self._conversation
-
-        def read() -> Any:
-            with translate_errors():
-                try:
-                    return C.get(conversation_id, CONVERSATION_ITEM, consistent_read=True)
-                except DoesNotExist:
-                    return None
-
-        item = self._call(read, f"conversation {conversation_id}: read")
+        item = self._call(lambda: get_item(self._conversation, conversation_id, CONVERSATION_ITEM,
+                                           consistent=True),
+                          f"conversation {conversation_id}: read")
         return _conversation_record(item) if item is not None else None
 
     def get_many(self, conversation_ids: Sequence[str]) -> dict[str, ConversationRecord]:
@@ -99,16 +92,9 @@ class ConversationStore:
         The order comes from the activity index (keys only); the rows are then read
         consistently, so a conversation deleted a moment ago is never listed.
         """
-        C = self._conversation
-
-        def query() -> list[Any]:
-            with translate_errors():
-                return list(C.by_activity.query(
-                    owner_id, scan_index_forward=False, limit=limit + 1, page_size=limit + 1,
-                    last_evaluated_key=raw_key(start_key)))
-
-        keys = self._call(query, f"owner {owner_id}: list conversations")
-        page_keys, more = keys[:limit], len(keys) > limit
+        page_keys, more = self._call(
+            lambda: index_page(self._conversation.by_activity, owner_id, limit, start_key),
+            f"owner {owner_id}: list conversations")
         rows = self.get_many([item.conversationId for item in page_keys])
         listed = tuple(rows[k.conversationId] for k in page_keys
                        if k.conversationId in rows and not rows[k.conversationId].deleted
@@ -235,17 +221,9 @@ class ConversationStore:
 
     def ending(self, conversation_id: str, created_at: str, session_id: str) -> TurnEnding | None:
         """Return how a turn ended (strongly consistent), or None while it runs."""
-        E = self._ending
         key = ending_key(created_at, session_id)
-
-        def read() -> Any:
-            with translate_errors():
-                try:
-                    return E.get(conversation_id, key, consistent_read=True)
-                except DoesNotExist:
-                    return None
-
-        item = self._call(read, f"session {session_id}: read the ending")
+        item = self._call(lambda: get_item(self._ending, conversation_id, key, consistent=True),
+                          f"session {session_id}: read the ending")
         return _ending(item) if item is not None else None
 
     # -- the purge ------------------------------------------------------------

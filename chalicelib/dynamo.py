@@ -229,3 +229,22 @@ def transact_write(connection: Any, build: Callable[[TransactWrite], None], poli
 def raw_key(key: dict[str, str] | None) -> dict[str, dict[str, str]] | None:
     """Return a key of string attributes (a list position) in DynamoDB's JSON form."""
     return None if key is None else {name: {"S": value} for name, value in key.items()}
+
+
+def get_item(model: Any, *key: Any, consistent: bool = False) -> Any:
+    """Return the model's item with this key, or None (errors translated)."""
+    with translate_errors():
+        try:
+            return model.get(*key, consistent_read=consistent)
+        except DoesNotExist:
+            return None
+
+
+def index_page(index: Any, hash_key: str, limit: int,
+               start_key: dict[str, str] | None) -> tuple[list[Any], bool]:
+    """Return up to `limit` keys from an index, newest (highest sort key) first, and whether
+    more follow (one key past the page is read to know)."""
+    with translate_errors():
+        keys = list(index.query(hash_key, scan_index_forward=False, limit=limit + 1,
+                                page_size=limit + 1, last_evaluated_key=raw_key(start_key)))
+    return keys[:limit], len(keys) > limit

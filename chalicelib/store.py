@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, ContextManager, Sequence
 
-from pynamodb.exceptions import DoesNotExist
-
 from chalicelib import clock
 from chalicelib.changes import PROCESS_CHANGES, SessionWatch
 from chalicelib.dynamo import (
@@ -26,8 +24,9 @@ from chalicelib.dynamo import (
     RetryPolicy,
     batch_get,
     call_with_retries,
+    get_item,
+    index_page,
     quick_retries,
-    raw_key,
     transact_write,
     translate_errors,
 )
@@ -123,7 +122,7 @@ class SessionStore:
         probes = ((self._session, ("health",)), (self._event, ("health", 0)),
                   (self.models.conversation, ("health", CONVERSATION_ITEM)))
         for model, key in probes:
-            self._read(lambda: _get_or_none(model, *key), "health check")
+            self._read(lambda: get_item(model, *key), "health check")
 
     # -- sessions -------------------------------------------------------------
 
@@ -182,7 +181,7 @@ class SessionStore:
 
     def get(self, session_id: str) -> SessionRecord | None:
         """Return the session (strongly consistent), or None if unknown or expired."""
-        item = self._read(lambda: _get_or_none(self._session, session_id, consistent_read=True),
+        item = self._read(lambda: get_item(self._session, session_id, consistent=True),
                           f"session {session_id}: read")
         if item is None:
             return None
@@ -199,16 +198,9 @@ class SessionStore:
                       start_key: dict[str, str] | None = None) -> SessionPage:
         """Return the owner's sessions, newest first: keys from the owner index, rows read
         consistently (the index holds keys only, so streaming never writes to it)."""
-        S = self._session
-
-        def query() -> list[Any]:
-            with translate_errors():
-                return list(S.sessions_by_owner.query(
-                    owner_id, scan_index_forward=False, limit=limit + 1, page_size=limit + 1,
-                    last_evaluated_key=raw_key(start_key)))
-
-        keys = self._read(query, f"owner {owner_id}: list sessions")
-        page_keys, more = keys[:limit], len(keys) > limit
+        page_keys, more = self._read(
+            lambda: index_page(self._session.sessions_by_owner, owner_id, limit, start_key),
+            f"owner {owner_id}: list sessions")
         rows = self.get_many([item.id for item in page_keys])
         next_key = None
         if more:
@@ -504,14 +496,6 @@ class SessionStore:
 
     def _read(self, operation: Callable[[], Any], what: str) -> Any:
         return call_with_retries(operation, self._quick, what, self._sleep)
-
-
-def _get_or_none(model: Any, *key: Any, consistent_read: bool = False) -> Any:
-    with translate_errors():
-        try:
-            return model.get(*key, consistent_read=consistent_read)
-        except DoesNotExist:
-            return None
 
 
 def _expiry(now_ms: int, retention_days: int) -> datetime:
