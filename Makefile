@@ -15,8 +15,11 @@ run: $(VENV_STAMP)
 	exec $(VENV_PYTHON) -m scripts.local_stack
 
 # pytest's exit status is make's: failures fail, and so does collecting no tests (5).
+# Two workers (pytest-xdist; a test file stays on one worker, with its fixtures), then the
+# tests that must run alone (schemathesis: xdist does not report its subtests' failures).
 test: $(VENV_STAMP) chromium
-	$(VENV_PYTHON) -m pytest
+	$(VENV_PYTHON) -m pytest --numprocesses 2 --dist loadfile -m "not serial"
+	$(VENV_PYTHON) -m pytest -m serial
 
 # Benchmarks on the real local stack; rewrites docs/BENCHMARKS.md and docs/bench/*.png (~7 min).
 bench: $(VENV_STAMP)

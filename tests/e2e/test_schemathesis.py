@@ -18,7 +18,9 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.e2e.conftest import REPO_ROOT, new_http
 
-pytestmark = pytest.mark.e2e
+# serial: schemathesis reports each API operation as a subtest of one test, and under
+# pytest-xdist a failing subtest is not reported; `make test` runs these on their own.
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 SPEC = REPO_ROOT / "docs" / "openapi.yaml"
 CHECKS = [
