@@ -58,3 +58,31 @@ def test_a_deployed_function_needs_a_cursor_secret() -> None:
 def test_allowed_models_are_read_as_a_list() -> None:
     settings = Settings.from_env({"ALLOWED_MODELS": " demo, openai:gpt-4o* ,,"})
     assert settings.allowed_models == ("demo", "openai:gpt-4o*")
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+@pytest.mark.parametrize("function", ["api_handler", "orchestrator", "reaper"])
+def test_each_deployed_function_names_the_tables_its_policy_grants(stage, function) -> None:
+    """`chalice deploy` takes the settings from .chalice/config.json: the tables they name
+    must be the ones the stage's policy files (and infra/tables.yaml) name."""
+    import json
+    from pathlib import Path
+
+    from chalice.cli.factory import CLIFactory
+
+    root = Path(__file__).resolve().parent.parent
+    config = CLIFactory(str(root), environ={}).create_config_obj(
+        chalice_stage_name=stage).scope(stage, function)
+    settings = Settings.from_env({**config.environment_variables,
+                                  "CURSOR_SECRET": "given at deploy time",
+                                  "API_KEY_HASHES": "a:" + "0" * 64})
+    names = (settings.sessions_table, settings.events_table, settings.conversations_table)
+    assert names == tuple(f"backchat-{stage}-{table}" for table in
+                          ("chatSessions", "chatEvents", "chatConversations"))
+    policy_name = {"api_handler": "api"}.get(function, function)
+    policy = json.loads((root / ".chalice" / f"policy-{stage}-{policy_name}.json").read_text())
+    granted = {resource.split(":table/")[1].split("/")[0]
+               for statement in policy["Statement"]
+               for resource in ([statement["Resource"]] if isinstance(statement["Resource"], str)
+                                else statement["Resource"]) if ":table/" in resource}
+    assert granted <= set(names) and len(granted) == 3
