@@ -1,10 +1,11 @@
 """The reaper ends sessions whose orchestrator stopped answering (crash, timeout, kill).
 
 It reads the sharded lease index, oldest first in each shard. A session it cannot end (a
-write DynamoDB keeps refusing, say) is tried once more with the simplest ending there is (no
-answer to read or write back), then moved back in its queue with a growing delay, and after
-MAX_REAP_FAILURES tries set aside with an error in the log: one bad session can never keep
-the reaper from ending the others.
+write DynamoDB refuses for that session's own sake, not throttling) is tried once more with
+the simplest ending there is (no answer to read or write back), then moved back in its queue
+with a growing delay, and after MAX_REAP_FAILURES tries set aside with an error in the log:
+one bad session can never keep the reaper from ending the others. Throttling counts against
+no session: the next pass simply tries again.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import threading
 from typing import Callable
 
 from chalicelib import clock, telemetry
+from chalicelib.dynamo import StoreThrottled
 from chalicelib.errors import LeaseLost
 from chalicelib.records import DELTA, ERROR, EventRecord, RunEnding, SessionRecord
 from chalicelib.store import Fence, SessionStore
@@ -53,12 +55,18 @@ class Reaper:
             return False
         try:
             return self._finish(session, lambda: self._written_answer(session))
+        except StoreThrottled:
+            raise  # DynamoDB is busy, not this session's fault: the next pass tries again
         except Exception:
             logger.exception("session %s: the reaper's ending failed; trying a bare one",
                              session_id)
         try:
             return self._finish(session, lambda: "")
+        except StoreThrottled:
+            raise
         except Exception:
+            # Refused for this session's own sake (not throttling): move it back in the
+            # queue, and after MAX_REAP_FAILURES set it aside.
             logger.exception("session %s: the reaper could not end it", session_id)
             self._set_aside(session)
             return False

@@ -288,18 +288,22 @@ class ChatService:
         return CancelOutcome({"id": current.id, "status": current.status}, accepted=True)
 
     def stop(self, session: SessionRecord) -> None:
-        """End a session no run has claimed as cancelled at once (the model is never called);
-        ask a claimed one's run to stop (it ends `cancelled` at its next write)."""
-        if session.attempt_id is None:
-            ending = RunEnding(status=CANCELLED, terminal_event=EventRecord(
+        """End a session at once when no run holds it (not claimed yet: the model is never
+        called; or its run stopped renewing its lease), else ask its run to stop (it ends
+        `cancelled` at its next write)."""
+        lease_over = (session.attempt_id is not None
+                      and (session.lease_until_ms or 0) < clock.now_ms())
+        if session.attempt_id is None or lease_over:
+            ending = RunEnding(status=CANCELLED, usage=session.usage, terminal_event=EventRecord(
                 session_id=session.id, seq=session.last_seq + 1, event_type=CANCELLED,
                 created_at=clock.now_iso()))
+            fence = Fence.expired() if lease_over else Fence.unclaimed()
             try:
-                self._store.finish(session, Fence.unclaimed(), [], ending)
-                logger.info("session %s: cancelled before its run started", session.id)
+                self._store.finish(session, fence, [], ending)
+                logger.info("session %s: cancelled with no run holding it", session.id)
                 return
             except LeaseLost:
-                pass  # a run claimed it meanwhile: ask that run to stop
+                pass  # a run claimed it (or renewed its lease) meanwhile: ask it to stop
         self._store.request_cancel(session.id)
 
     def health(self) -> dict[str, Any]:

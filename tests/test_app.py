@@ -523,3 +523,18 @@ def test_a_conversation_whose_running_turn_vanished_takes_new_turns(
     assert again.status_code == 202, again.body
     assert client.http.get(
         f"/api/chat/session/{again.json_body['sessionId']}").json_body["status"] == "done"
+
+
+def test_cancel_of_a_run_whose_lease_ran_out_ends_it_at_once(client, components,
+                                                              monkeypatch) -> None:
+    from chalicelib import clock
+
+    use_dispatcher(components, monkeypatch, RecordingDispatcher())
+    session_id = start(client)
+    components.store.claim_lease(session_id, "a run that died")
+    lease_end = components.store.get(session_id).lease_until_ms
+    monkeypatch.setattr(clock, "now_ms", lambda: lease_end + 1)
+    response = post(client, f"/api/chat/session/{session_id}/cancel")
+    assert (response.status_code, response.json_body["status"]) == (202, "cancelled")
+    page = client.http.get(f"/api/chat/session/{session_id}/events").json_body
+    assert [e["eventType"] for e in page["events"]] == ["cancelled"]

@@ -176,3 +176,23 @@ def test_a_dead_run_is_found_once_its_lease_runs_out_though_its_index_entry_lags
     assert store.get("s1").status == "running"
     monkeypatch.setattr(clock, "now_ms", lambda: lease_end + 1)
     assert Reaper(store).reap() == ["s1"]
+
+
+def test_throttling_never_counts_towards_setting_a_session_aside(store, monkeypatch) -> None:
+    from chalicelib.dynamo import StoreThrottled
+
+    start(store)
+    after_lease(store, monkeypatch)
+    real_finish = store.finish
+
+    def throttled(*args, **kwargs):
+        raise StoreThrottled("DynamoDB is throttling")
+
+    monkeypatch.setattr(store, "finish", throttled)
+    for _ in range(MAX_REAP_FAILURES + 2):
+        assert Reaper(store).reap() == []
+    row = store.models.session.get("s1")
+    assert (row.reapFailures, row.status) == (None, "running")
+    assert "s1" in store.expired_runs()  # still in the queue
+    monkeypatch.setattr(store, "finish", real_finish)
+    assert Reaper(store).reap() == ["s1"]
