@@ -57,6 +57,8 @@ HTTP_ERRORS: dict[type[errors.BackchatError], type[ChaliceViewError]] = {
     errors.StoreUnavailable: ServiceUnavailableError,
 }
 UNEXPECTED = "The server could not answer because of an internal error; try again shortly."
+# The share of the reaper function's remaining time the purge may take.
+PURGE_SHARE = 0.8
 
 
 def http_error(error: Exception) -> ChaliceViewError:
@@ -223,4 +225,7 @@ def reaper(event: Any) -> None:
     conversations."""
     components = get_components()
     components.reaper.reap()
-    components.purger.purge()
+    # Most of what is left of the invocation goes to the purge; the rest is the margin to
+    # log and return.
+    left = event.context.get_remaining_time_in_millis() / 1000
+    components.purger.purge(seconds=left * PURGE_SHARE)

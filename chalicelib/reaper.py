@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 from chalicelib import clock, telemetry
@@ -22,6 +23,8 @@ from chalicelib.store import Fence, SessionStore
 logger = logging.getLogger(__name__)
 
 STOPPED_RESPONDING = "The run stopped responding and was ended. Try sending the message again."
+# How long one pass may go on ending runs (the reaper's Lambda runs a minute at most).
+PASS_SECONDS = 30.0
 MAX_REAP_FAILURES = 5
 # Seconds before a session the reaper could not end is tried again, doubling up to an hour.
 FIRST_RETRY_SECONDS = 60
@@ -31,23 +34,34 @@ MAX_RETRY_SECONDS = 3600
 class Reaper:
     """Finds running sessions with an expired lease and ends them as error."""
 
-    def __init__(self, store: SessionStore, metrics: telemetry.Metrics | None = None) -> None:
+    def __init__(self, store: SessionStore, metrics: telemetry.Metrics | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._metrics = metrics
+        self._monotonic = monotonic
 
-    def reap(self) -> list[str]:
-        """End every session whose lease has expired; return their ids."""
-        ended = []
-        for session_id in self._store.expired_runs():
-            try:
-                if self._end(session_id):
-                    ended.append(session_id)
-            except Exception:
-                # One session that cannot be ended must not keep the others running.
-                logger.exception("session %s: the reaper could not end it", session_id)
+    def reap(self, seconds: float = PASS_SECONDS) -> list[str]:
+        """End the sessions whose lease has expired, batch after batch for up to `seconds`
+        (when many runs died at once, each pass ends as many as it can); return their ids."""
+        deadline = self._monotonic() + seconds
+        ended: list[str] = []
+        while self._monotonic() < deadline:
+            batch = [sid for sid in self._store.expired_runs() if sid not in ended]
+            ended_now = [sid for sid in batch if self._end_logged(sid)]
+            ended += ended_now
+            if not ended_now:
+                break  # nothing (more) could be ended now: the next pass tries again
         if self._metrics is not None:
             self._metrics.runs_reaped(len(ended))
         return ended
+
+    def _end_logged(self, session_id: str) -> bool:
+        try:
+            return self._end(session_id)
+        except Exception:
+            # One session that cannot be ended must not keep the others running.
+            logger.exception("session %s: the reaper could not end it", session_id)
+            return False
 
     def _end(self, session_id: str) -> bool:
         session = self._store.get(session_id)

@@ -196,3 +196,13 @@ def test_throttling_never_counts_towards_setting_a_session_aside(store, monkeypa
     assert "s1" in store.expired_runs()  # still in the queue
     monkeypatch.setattr(store, "finish", real_finish)
     assert Reaper(store).reap() == ["s1"]
+
+
+def test_one_pass_ends_more_dead_runs_than_one_page_of_a_shard(store, monkeypatch) -> None:
+    from chalicelib.store import lease_shard
+
+    same_shard = [f"dead-{n}" for n in range(2000) if lease_shard(f"dead-{n}") == "s00"][:30]
+    for session_id in same_shard:
+        start(store, session_id)
+    after_lease(store, monkeypatch, same_shard[-1])
+    assert sorted(Reaper(store).reap()) == sorted(same_shard)
