@@ -39,6 +39,8 @@ RemainingTime = Callable[[], float]
 INTERNAL_ERROR = "The run failed because of an internal error. The server log has the details."
 DEADLINE_ERROR = "The run reached its time limit and was stopped."
 TRUNCATION_MARKER = "\n…[truncated {dropped} characters]"
+# The most of a tool call's id and name an event shows.
+MAX_TOOL_ID_CHARS = 128
 # Items the provider's reader thread may get ahead of the run before it waits (back-pressure).
 PUMP_QUEUE_ITEMS = 256
 
@@ -200,14 +202,16 @@ class _Run:
     def _run_tool(self, call: ToolCall) -> str:
         """Record the call, run the tool, record its (truncated) output and return it."""
         self._check_deadline()
-        self._writer.append_tool_call(call.id, call.name,
+        # What the model sent is shown, bounded: an id or a name of any length could make
+        # an event too large to store.
+        self._writer.append_tool_call(call.id[:MAX_TOOL_ID_CHARS], call.name[:MAX_TOOL_ID_CHARS],
                                       _shown_input(call.input, self._settings.max_tool_output_chars))
         try:
             output = self._tools.run(call.name, call.input)
         except ToolError as error:
             output = f"error: {error}"
         output = _truncate(output, self._settings.max_tool_output_chars)
-        self._writer.append_tool_result(call.id, output)
+        self._writer.append_tool_result(call.id[:MAX_TOOL_ID_CHARS], output)
         return output
 
     def _check_deadline(self) -> None:

@@ -52,8 +52,9 @@ class Settings:
     # The stored answer (its own item) is capped so that the item, and a conversation page
     # holding it, stay under DynamoDB's 400 KB item and Lambda's 6 MB response limits.
     max_answer_bytes: int = 300_000
-    # The session row's error text: the row must stay small (every flush updates it).
-    max_error_bytes: int = 2_000
+    # The session row's error text: the row must stay under 4 KB whatever the input (every
+    # flush updates it).
+    max_error_bytes: int = 1_000
     max_tool_output_chars: int = 16_000
     step_limit: int = 8
     flush_mode: str = "merge"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, ContextManager, Sequence
 
@@ -308,12 +308,16 @@ class SessionStore:
         now = clock.now_ms()
         finished = clock.iso_from_ms(now)
         S, C, E = self._session, self.models.conversation, self.models.ending
-        events = [*pending, ending.terminal_event]
+        terminal = ending.terminal_event
+        if terminal.content is not None:  # an error's message, which a provider wrote
+            terminal = replace(terminal, content=truncate_utf8(
+                terminal.content, self._settings.max_error_bytes))
+        events = [*pending, terminal]
         error = (None if ending.error is None
                  else truncate_utf8(ending.error, self._settings.max_error_bytes))
         actions = [
             S.status.set(ending.status),
-            S.lastSeq.set(ending.terminal_event.seq),
+            S.lastSeq.set(terminal.seq),
             S.updatedAt.set(finished),
             S.finishedAt.set(finished),
             S.inputTokens.set(ending.usage.input_tokens),

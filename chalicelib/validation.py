@@ -18,6 +18,7 @@ MAX_LIST_LIMIT = 100
 DEFAULT_LIST_LIMIT = 20
 DEFAULT_TURNS_LIMIT = 50
 MAX_IDEMPOTENCY_KEY_CHARS = 128
+MAX_MODEL_CHARS = 200
 # More digits than any valid value has: longer numbers are refused before int() reads them
 # (Python refuses to convert more than 4,300 digits at all).
 MAX_NUMBER_DIGITS = 16
@@ -67,7 +68,7 @@ def parse_start_request(raw_body: bytes | None, settings: Settings) -> StartRequ
     request = StartRequest(
         message=message,
         history=_history(body.get("history"), settings),
-        model=_text(body, "model", max_chars=200),
+        model=_model(body),
         # Any string: an id the server never issued is simply an unknown conversation (404).
         conversation_id=_text(body, "conversationId"),
         title=_title(body, settings) if "title" in body else None,
@@ -161,6 +162,14 @@ def _text(body: Mapping[str, Any], name: str, required: bool = False, max_chars:
     if max_chars and len(value) > max_chars:
         raise too_long(f"{name} is {len(value)} characters long; the limit is {max_chars}")
     return value
+
+
+def _model(body: Mapping[str, Any]) -> str | None:
+    model = _text(body, "model", max_chars=MAX_MODEL_CHARS)
+    if model is not None and not (model and all(33 <= ord(c) <= 126 for c in model)):
+        raise InvalidRequest("model must be a model name such as demo or openai:gpt-4o-mini "
+                             f"(1 to {MAX_MODEL_CHARS} printable ASCII characters, no spaces)")
+    return model
 
 
 def _title(body: Mapping[str, Any], settings: Settings) -> str:

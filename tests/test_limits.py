@@ -82,3 +82,28 @@ def test_input_at_every_limit_ends_done_and_every_item_fits(client, unit: str) -
     sizes = [(table, item_bytes(item)) for table, item in stored_items()]
     assert max(size for _, size in sizes) < ITEM_LIMIT
     assert max(size for table, size in sizes if table == "chatSessions") < ROW_LIMIT
+
+
+def test_the_session_row_stays_under_4_kb_with_every_field_at_its_limit(aws, settings) -> None:
+    """The longest owner, title, model, idempotency key and error the API lets through."""
+    from chalicelib.auth import MAX_OWNER_CHARS
+    from chalicelib.records import ERROR
+    from chalicelib.store import Fence, SessionStore
+    from chalicelib.validation import MAX_IDEMPOTENCY_KEY_CHARS, MAX_MODEL_CHARS
+    from tests.builders import ending, new_session
+
+    store = SessionStore(settings)
+    store.create_tables()
+    owner = "o" * MAX_OWNER_CHARS
+    store.create(new_session(
+        "s1", owner=owner, title="😀" * settings.max_title_chars,
+        idempotency_key="k" * MAX_IDEMPOTENCY_KEY_CHARS, request_hash="f" * 64))
+    store.models.session("s1").update(actions=[
+        store.models.session.model.set("bedrock:" + "m" * (MAX_MODEL_CHARS - 8))])
+    store.claim_lease("s1", "a" * 32)
+    running = [item_bytes(item) for table, item in stored_items() if table == "chatSessions"]
+    failed = ending(1, ERROR, answer="")
+    store.finish(store.get("s1"), Fence("a" * 32), [], type(failed)(
+        ERROR, failed.terminal_event, error="ошибка " * 1_000))
+    ended = [item_bytes(item) for table, item in stored_items() if table == "chatSessions"]
+    assert max(running + ended) < ROW_LIMIT, (running, ended)
