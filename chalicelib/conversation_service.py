@@ -9,7 +9,7 @@ from chalicelib.cursor import CursorCodec
 from chalicelib.errors import ConversationNotFound
 from chalicelib.models import ending_key
 from chalicelib.records import ConversationRecord
-from chalicelib.service import ID_PATTERN, ChatService, fit_page
+from chalicelib.service import ID_PATTERN, MAX_PAGE_BYTES, ChatService, fit_page
 from chalicelib.settings import Settings
 from chalicelib.store import SessionStore
 from chalicelib.validation import DEFAULT_TURNS_LIMIT, parse_list_query, parse_rename_request
@@ -55,7 +55,8 @@ class ConversationService:
         start = (self._cursors.decode(query.cursor, TURNS_LIST, scope,
                                       "omit it to start from the first turn")
                  if query.cursor else None)
-        page = self._conversations.turns(conversation_id, query.limit, start)
+        page = self._conversations.turns(conversation_id, query.limit, start,
+                                         max_text_bytes=MAX_PAGE_BYTES)
         running = [turn.input.session_id for turn in page.turns if turn.ending is None]
         sessions = self._store.get_many(running) if running else {}
         views = [turn_view(turn, sessions.get(turn.input.session_id)) for turn in page.turns]

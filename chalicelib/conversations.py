@@ -42,6 +42,7 @@ from chalicelib.records import (
     TurnInput,
     TurnPage,
 )
+from chalicelib.text import json_text_bytes
 
 
 # Items per page of the history Query: the first (consistent) one holds this turn's input and
@@ -166,21 +167,31 @@ class ConversationStore:
     # -- turns ----------------------------------------------------------------
 
     def turns(self, conversation_id: str, limit: int,
-              start_key: dict[str, str] | None = None) -> TurnPage:
-        """Return up to `limit` turns, oldest first, and the position of the next page."""
+              start_key: dict[str, str] | None = None,
+              max_text_bytes: int | None = None) -> TurnPage:
+        """Return up to `limit` turns, oldest first, and the position of the next page.
+
+        With `max_text_bytes`, reading also stops once the turns' messages and answers, as
+        JSON text, pass that size (the first turn is always returned): a page that a
+        response could not hold is never read whole only to be cut.
+        """
         items = self._partition_items(conversation_id, start_key, forward=True,
                                       page_size=2 * limit + 2)
         turns: list[Turn] = []
         more = False
+        size = 0
         for item in items:
             if item.item.endswith(ENDING_SUFFIX):
                 if turns and item.item == _input_key(turns[-1]) + ENDING_SUFFIX:
                     turns[-1] = Turn(turns[-1].input, _ending(item))
+                    size += json_text_bytes(turns[-1].ending.answer)
                 continue
-            if len(turns) == limit:
+            full = max_text_bytes is not None and size > max_text_bytes
+            if len(turns) == limit or (turns and full):
                 more = True
                 break
             turns.append(Turn(_input(item)))
+            size += json_text_bytes(item.message or "")
         next_key = None
         if more:
             last = turns[-1].input

@@ -1,6 +1,7 @@
 """Text bounded in UTF-8 bytes: what DynamoDB counts against its item limits."""
 from __future__ import annotations
 
+import json
 from typing import Iterable
 
 
@@ -38,3 +39,8 @@ class BoundedText:
         for piece in pieces:
             copy.add(piece)
         return copy.text
+
+
+def json_text_bytes(text: str) -> int:
+    """Return the bytes text takes in a JSON response (ASCII escapes, as Chalice writes it)."""
+    return len(json.dumps(text))
