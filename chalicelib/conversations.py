@@ -286,13 +286,16 @@ class ConversationStore:
 
     def _pages(self, query: Callable[[dict | None], Any], what: str,
                start: dict | None = None) -> Iterator[Any]:
-        """Yield the items of a query one page at a time; a failed page is tried again from
-        where the last one ended, so a retry never skips or repeats an item."""
+        """Yield the items of a query one DynamoDB page at a time (never reading a page ahead
+        of what the caller takes); a failed page is tried again from where the last one
+        ended, so a retry never skips or repeats an item."""
         while True:
             def page(position: dict | None = start) -> tuple[list[Any], dict | None]:
                 with translate_errors():
                     results = query(position)
-                    return list(results), results.last_evaluated_key
+                    raw = next(results.page_iter)
+                    return ([self._turn_item.from_raw_data(item) for item in raw.get("Items", [])],
+                            results.page_iter.last_evaluated_key)
             items, start = self._call(page, what)
             yield from items
             if not start:
