@@ -73,12 +73,15 @@ class Settings:
     # Tries of a store call when DynamoDB throttles or a connection fails; botocore's own
     # retries are off, so these are all the tries there are.
     store_retries: int = 5
-    # A route's store calls, retries included, give up after this long (503): API Gateway
-    # gives up at 29 s, and a long-poll's wait comes on top.
-    store_route_budget: float = 6.0
-    # One DynamoDB request waits at most this long to connect, and then to read an answer.
+    # A route's store calls, retries included, start no later than this after the request
+    # (then 503). With a long-poll's 20 s wait on top and one more try (connect + read), a
+    # request ends within 27 s: before the API function's 28 s and API Gateway's 29 s.
+    store_route_budget: float = 4.0
+    # One DynamoDB request waits at most this long to connect, and then to read an answer
+    # (DynamoDB answers in milliseconds; the local stack's moto, loaded, may take seconds:
+    # its stage sets longer ones).
     store_connect_timeout: float = 1.0
-    store_read_timeout: float = 3.0
+    store_read_timeout: float = 2.0
     max_pool_connections: int = 50
     # Signs list cursors (HMAC-SHA256): a cursor the server did not issue is a 400. Deployed
     # stages set it per deployment; the local stage may use the fixed one.

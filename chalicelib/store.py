@@ -56,6 +56,10 @@ from chalicelib.text import truncate_utf8
 logger = logging.getLogger(__name__)
 
 
+# Seconds the health check waits to connect to, then to hear from, each table.
+HEALTH_TIMEOUT = 1.0
+
+
 class SessionExists(Exception):
     """A session with this id is already stored."""
 
@@ -97,6 +101,7 @@ class SessionStore:
         self._settings = settings
         self._sleep = sleep
         self.models = models or bind_models(settings)
+        self._probe: Any = None
         self._session = self.models.session
         self._event = self.models.event
         # Reads and route writes: a few quick tries within the route's deadline.
@@ -118,11 +123,27 @@ class SessionStore:
                     ensure_ttl(model)
 
     def ping(self) -> None:
-        """Read one key from each table; raise StoreUnavailable if one cannot be reached."""
-        probes = ((self._session, ("health",)), (self._event, ("health", 0)),
-                  (self.models.conversation, ("health", CONVERSATION_ITEM)))
+        """Read one key from each table, once each with short timeouts of its own (a health
+        check answers within seconds whatever the store does); raise StoreUnavailable if one
+        cannot be reached."""
+        if self._probe is None:
+            self._probe = self._probe_client()
+        probes = ((self._session, {"id": {"S": "health"}}),
+                  (self._event, {"sessionId": {"S": "health"}, "seq": {"N": "0"}}),
+                  (self.models.conversation, {"conversationId": {"S": "health"},
+                                              "item": {"S": CONVERSATION_ITEM}}))
         for model, key in probes:
-            self._read(lambda: get_item(model, *key), "health check")
+            with translate_errors():
+                self._probe.get_item(TableName=model.Meta.table_name, Key=key)
+
+    def _probe_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("dynamodb", region_name=self._settings.region,
+                            endpoint_url=self._settings.dynamodb_endpoint, config=Config(
+                                connect_timeout=HEALTH_TIMEOUT, read_timeout=HEALTH_TIMEOUT,
+                                retries={"total_max_attempts": 1}))
 
     # -- sessions -------------------------------------------------------------
 
@@ -174,6 +195,12 @@ class SessionStore:
             transact_write(self._connection(), build, self._quick, f"session {new.id}: start",
                            self._sleep)
         except ConditionFailed as refused:
+            # A try whose answer was lost may have applied it (a store that does not keep
+            # the request token, or one that forgot it): then the session is this very one.
+            existing = self.get(new.id)
+            if existing is not None and (existing.created_at, existing.owner_id) == (
+                    created, new.owner_id):
+                return existing
             if refused.reasons and refused.reasons[0] == "ConditionalCheckFailed":
                 raise SessionExists(new.id) from None
             raise ConversationUnavailable(new.conversation_id) from None

@@ -201,6 +201,11 @@ def stack_variables(base: Mapping[str, str], ports: Ports) -> dict[str, str]:
         "no_proxy": no_proxy,
         # Children's output is piped; unbuffered, it shows up (and survives a crash) at once.
         "PYTHONUNBUFFERED": "1",
+        # moto serves one request at a time: loaded by many runs at once it may take seconds
+        # to answer, which is slowness, not an outage. A stopped one still gives a 503 in
+        # well under a minute (the deployed defaults are 2 s and 4 s).
+        "STORE_READ_TIMEOUT": base.get("STORE_READ_TIMEOUT", "10"),
+        "STORE_ROUTE_BUDGET": base.get("STORE_ROUTE_BUDGET", "15"),
     }
 
 

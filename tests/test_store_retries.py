@@ -120,3 +120,23 @@ def test_run_whose_writes_stay_throttled_ends_error_once_they_recover(fast_store
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     assert stored_answer(fast_store) == "".join(
         e.content for e in events if e.event_type == "delta")
+
+
+def test_a_start_whose_first_try_applied_but_whose_answer_was_lost_is_that_start(
+        aws, settings) -> None:
+    """moto keeps no ClientRequestToken: the retry finds its own session already there."""
+    from tests.builders import new_session
+
+    store = SessionStore(settings, sleep=lambda _: None)
+    store.create_tables()
+    client = store.models.session._get_connection().connection.client
+    lost = []
+
+    def lose_the_first_answer(http_response, **_):
+        if not lost:
+            lost.append(True)
+            raise ReadTimeoutError(endpoint_url="http://db")
+
+    client.meta.events.register("after-call.dynamodb.TransactWriteItems", lose_the_first_answer)
+    created = store.create(new_session("s1"))
+    assert lost and created.id == "s1" and store.get("s1") is not None
