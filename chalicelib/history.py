@@ -2,11 +2,12 @@
 
 Each earlier turn contributes its message and its answer (the partial answer of a cancelled or
 failed turn too). A turn that ended without any answer text is left out: the user saw no
-answer there, and two user messages in a row are refused by some providers (Bedrock's
-Converse among them). An imported history (the `history` of a conversation's first start)
-comes before the first turn. Only whole turns are sent, the most recent that fit in
-`max_bytes` (UTF-8 bytes of the texts); older ones stay in the conversation, just not in the
-model's input.
+answer there either, and the model would otherwise see a question it never answered. An
+imported history (the `history` of a conversation's first start) comes before the first turn.
+Only whole turns are sent, the most recent that fit in `max_bytes` (UTF-8 bytes of the texts);
+older ones stay in the conversation, just not in the model's input. The input always starts
+with a user message (Bedrock's Converse refuses one that starts with the assistant), so
+assistant messages at the very start of what fits are left out.
 """
 from __future__ import annotations
 
@@ -42,7 +43,10 @@ def model_messages(turns_newest_first: Iterable[Turn], max_bytes: int) -> list[M
             break
         earlier.append(entry)
         used += _size(entry.content)
-    messages = [Message(entry.role, entry.content) for entry in reversed(earlier)]  # type: ignore[arg-type]
+    oldest_first = list(reversed(earlier))
+    while oldest_first and oldest_first[0].role != "user":
+        oldest_first.pop(0)
+    messages = [Message(entry.role, entry.content) for entry in oldest_first]  # type: ignore[arg-type]
     messages.append(Message("user", current.input.message))
     return messages
 

@@ -212,6 +212,12 @@ class ChatService:
             raise IdempotencyConflict(
                 "this Idempotency-Key was already used with a different request body"
             )
+        conversation = self._conversations.get(existing.conversation_id)
+        if conversation is None or conversation.deleted:
+            raise IdempotencyConflict(
+                "this Idempotency-Key belonged to a session whose conversation was deleted; "
+                "use a new key"
+            )
         return existing
 
     def get(self, owner_id: str, session_id: str) -> dict[str, Any]:

@@ -538,3 +538,14 @@ def test_cancel_of_a_run_whose_lease_ran_out_ends_it_at_once(client, components,
     assert (response.status_code, response.json_body["status"]) == (202, "cancelled")
     page = client.http.get(f"/api/chat/session/{session_id}/events").json_body
     assert [e["eventType"] for e in page["events"]] == ["cancelled"]
+
+
+def test_a_retried_start_whose_conversation_was_deleted_meanwhile_is_422(client) -> None:
+    first = start_with_key(client, "key-gone")
+    assert first.status_code == 202
+    conversation = first.json_body["conversationId"]
+    assert client.http.request("DELETE", f"/api/chat/conversations/{conversation}"
+                               ).status_code == 204
+    again = start_with_key(client, "key-gone")
+    assert again.status_code == 422
+    assert "deleted" in again.json_body["Message"]
