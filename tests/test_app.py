@@ -549,3 +549,54 @@ def test_a_retried_start_whose_conversation_was_deleted_meanwhile_is_422(client)
     again = start_with_key(client, "key-gone")
     assert again.status_code == 422
     assert "deleted" in again.json_body["Message"]
+
+
+def test_deleting_a_conversation_stops_its_running_turn(client, components, monkeypatch) -> None:
+    use_dispatcher(components, monkeypatch, RecordingDispatcher())
+    claimed = post(client, "/api/chat/session", {"message": "a run has it"}).json_body
+    components.store.claim_lease(claimed["sessionId"], "the-run")
+    assert client.http.request(
+        "DELETE", f"/api/chat/conversations/{claimed['conversationId']}").status_code == 204
+    assert components.store.get(claimed["sessionId"]).cancel_requested  # its run stops
+    waiting = post(client, "/api/chat/session", {"message": "no run yet"}).json_body
+    assert client.http.request(
+        "DELETE", f"/api/chat/conversations/{waiting['conversationId']}").status_code == 204
+    assert components.store.get(waiting["sessionId"]).status == "cancelled"  # ended at once
+    for session_id in (claimed["sessionId"], waiting["sessionId"]):
+        assert client.http.get(f"/api/chat/session/{session_id}").status_code == 404
+
+
+def test_turns_started_at_once_in_one_conversation_run_one_at_a_time(
+        client, components, monkeypatch) -> None:
+    import threading
+
+    from chalicelib.store import Fence
+    from tests.builders import ending
+
+    use_dispatcher(components, monkeypatch, RecordingDispatcher())
+    conversation = post(client, "/api/chat/session", {"message": "first"}).json_body
+    components.store.finish(components.store.get(conversation["sessionId"]), Fence.unclaimed(),
+                            [], ending(1, session_id=conversation["sessionId"]))
+    barrier = threading.Barrier(6)
+    outcomes: list[int] = []
+
+    def start_turn() -> None:
+        body = json.dumps({"message": "next", "conversationId": conversation["conversationId"]})
+        barrier.wait()
+        try:
+            components.service.start("local", body.encode())
+            outcomes.append(202)
+        except Exception as error:  # noqa: BLE001 - the status is what the test checks
+            import app as app_module
+
+            outcomes.append(app_module.http_error(error).STATUS_CODE)
+
+    threads = [threading.Thread(target=start_turn) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == [202] + [409] * 5
+    turns = client.http.get(
+        f"/api/chat/conversations/{conversation['conversationId']}").json_body["turns"]
+    assert [t["status"] for t in turns] == ["done", "running"]
