@@ -25,3 +25,8 @@ def ms_from_iso(text: str) -> int:
     """Return the epoch milliseconds of an ISO-8601 UTC string made by iso_from_ms."""
     moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
     return int(moment.timestamp() * 1000)
+
+
+def is_past(epoch_seconds: int | None) -> bool:
+    """Return True for a moment (epoch seconds, as DynamoDB's TTL has it) now or past."""
+    return epoch_seconds is not None and epoch_seconds * 1000 <= now_ms()

@@ -9,10 +9,15 @@ from chalicelib.cursor import CursorCodec
 from chalicelib.errors import ConversationNotFound
 from chalicelib.models import ending_key
 from chalicelib.records import ConversationRecord
-from chalicelib.service import ID_PATTERN, MAX_PAGE_BYTES, ChatService, fit_page
+from chalicelib.service import MAX_PAGE_BYTES, ChatService, fit_page
 from chalicelib.settings import Settings
 from chalicelib.store import SessionStore
-from chalicelib.validation import DEFAULT_TURNS_LIMIT, parse_list_query, parse_rename_request
+from chalicelib.validation import (
+    DEFAULT_TURNS_LIMIT,
+    ID_PATTERN,
+    parse_list_query,
+    parse_rename_request,
+)
 from chalicelib.views import conversation_view, turn_view
 
 logger = logging.getLogger(__name__)
@@ -99,8 +104,7 @@ class ConversationService:
                 self._chat.stop(session)
 
     def _owned(self, owner_id: str, conversation_id: str) -> ConversationRecord:
-        conversation = (self._conversations.get(conversation_id)
-                        if ID_PATTERN.fullmatch(conversation_id) else None)
-        if conversation is None or conversation.owner_id != owner_id or conversation.deleted:
+        conversation = self._conversations.owned(conversation_id, owner_id)
+        if conversation is None:
             raise ConversationNotFound(conversation_id)
         return conversation

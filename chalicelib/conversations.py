@@ -43,6 +43,7 @@ from chalicelib.records import (
     TurnPage,
 )
 from chalicelib.text import json_text_bytes
+from chalicelib.validation import ID_PATTERN
 
 
 # Items per page of the history Query: the first (consistent) one holds this turn's input and
@@ -79,6 +80,15 @@ class ConversationStore:
                           f"conversation {conversation_id}: read")
         return _conversation_record(item) if item is not None else None
 
+    def owned(self, conversation_id: str, owner_id: str) -> ConversationRecord | None:
+        """Return the owner's live conversation; None if the id names none (malformed,
+        unknown, another owner's or deleted: one answer for all)."""
+        conversation = (self.get(conversation_id) if ID_PATTERN.fullmatch(conversation_id)
+                        else None)
+        if conversation is None or conversation.owner_id != owner_id or conversation.deleted:
+            return None
+        return conversation
+
     def get_many(self, conversation_ids: Sequence[str]) -> dict[str, ConversationRecord]:
         """Return the live rows among these conversations, by id (strongly consistent)."""
         keys = [(cid, CONVERSATION_ITEM) for cid in dict.fromkeys(conversation_ids)]
@@ -110,20 +120,18 @@ class ConversationStore:
     def rename(self, conversation_id: str, owner_id: str, title: str) -> ConversationRecord:
         """Set the title of the owner's live conversation; raise ConversationGone otherwise."""
         C = self._conversation
-        row = C(conversation_id, CONVERSATION_ITEM)
+        return self._change_owned(conversation_id, owner_id, [C.title.set(title)], "rename")
 
-        def update() -> None:
-            with translate_errors():
-                row.update(actions=[C.title.set(title)],
-                           condition=(C.ownerId == owner_id) & C.deletedAt.does_not_exist())
+    def mark_deleted(self, conversation_id: str, owner_id: str) -> ConversationRecord:
+        """Hide the owner's conversation from every reader and queue it for the purge.
 
-        try:
-            self._call(update, f"conversation {conversation_id}: rename")
-        except ConditionFailed:
-            raise ConversationGone(conversation_id) from None
-        record = _conversation_record(row)
-        assert record is not None
-        return record
+        Returns the row as it is after the change (its running turn included), so the caller
+        can cancel that turn; raises ConversationGone if it is not the owner's live one.
+        """
+        C = self._conversation
+        return self._change_owned(conversation_id, owner_id, [
+            C.deletedAt.set(clock.now_iso()), C.purgeQueue.set(PURGE_QUEUE),
+            C.listOwner.remove()], "delete")
 
     def clear_running(self, conversation_id: str, session_id: str) -> None:
         """Forget the conversation's running turn if it is still this (vanished) session."""
@@ -140,24 +148,19 @@ class ConversationStore:
         except ConditionFailed:
             pass  # another start or an ending changed it meanwhile
 
-    def mark_deleted(self, conversation_id: str, owner_id: str) -> ConversationRecord:
-        """Hide the owner's conversation from every reader and queue it for the purge.
-
-        Returns the row as it is after the change (its running turn included), so the caller
-        can cancel that turn; raises ConversationGone if it is not the owner's live one.
-        """
+    def _change_owned(self, conversation_id: str, owner_id: str, actions: list[Any],
+                      what: str) -> ConversationRecord:
+        """Update the owner's live conversation's row; return it as changed."""
         C = self._conversation
         row = C(conversation_id, CONVERSATION_ITEM)
-        now = clock.now_iso()
 
         def update() -> None:
             with translate_errors():
-                row.update(actions=[C.deletedAt.set(now), C.purgeQueue.set(PURGE_QUEUE),
-                                    C.listOwner.remove()],
+                row.update(actions=actions,
                            condition=(C.ownerId == owner_id) & C.deletedAt.does_not_exist())
 
         try:
-            self._call(update, f"conversation {conversation_id}: delete")
+            self._call(update, f"conversation {conversation_id}: {what}")
         except ConditionFailed:
             raise ConversationGone(conversation_id) from None
         record = _conversation_record(row)
@@ -311,7 +314,9 @@ def _input_key(turn: Turn) -> str:
 
 def _conversation_record(item: Any) -> ConversationRecord | None:
     # An item without an owner is not a conversation anyone can see (see store.finish).
-    if getattr(item, "ownerId", None) is None or _expired(item.expiresAt):
+    expires = item.expiresAt
+    if getattr(item, "ownerId", None) is None or (
+            expires is not None and clock.is_past(int(expires.timestamp()))):
         return None
     return ConversationRecord(
         id=item.conversationId,
@@ -325,6 +330,7 @@ def _conversation_record(item: Any) -> ConversationRecord | None:
         running_session_id=item.runningSessionId,
         deleted=item.deletedAt is not None,
     )
+
 
 
 def _input(item: Any) -> TurnInput:
@@ -341,5 +347,4 @@ def _ending(item: Any) -> TurnEnding:
     )
 
 
-def _expired(expires_at: Any) -> bool:
-    return expires_at is not None and expires_at.timestamp() * 1000 <= clock.now_ms()
+

@@ -80,7 +80,6 @@ class SessionRecord:
     lease_until_ms: int | None = None
     reap_failures: int = 0
     cancel_requested: bool = False
-    idempotency_key: str | None = None
     request_hash: str | None = None
     expires_at: int | None = None
 
@@ -145,7 +144,6 @@ class ConversationRecord:
     last_status: str | None = None
     running_session_id: str | None = None
     deleted: bool = False
-    expires_at: int | None = None
 
 
 @dataclass(frozen=True)

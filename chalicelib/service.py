@@ -5,7 +5,6 @@ import base64
 import hashlib
 import json
 import logging
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from chalicelib.records import (
 from chalicelib.settings import Settings
 from chalicelib.store import ConversationUnavailable, Fence, SessionExists, SessionStore
 from chalicelib.validation import (
+    ID_PATTERN,
     StartRequest,
     parse_events_query,
     parse_idempotency_key,
@@ -48,9 +48,6 @@ from chalicelib.views import event_view, json_size, session_view, start_view
 logger = logging.getLogger(__name__)
 
 DISPATCH_ERROR = "The run could not be started (the background worker did not accept it)."
-# Ids the server issues are URL-safe base64; anything else names nothing (and DynamoDB would
-# refuse an empty or huge key).
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # An events page's JSON stays below this; Lambda's response limit is 6 MB.
 MAX_PAGE_BYTES = 5_000_000
 # A Lambda invocation lasts at most 15 minutes.
@@ -170,9 +167,8 @@ class ChatService:
 
     def _open_conversation(self, owner_id: str, conversation_id: str) -> Any:
         """Return the owner's conversation that may take a new turn; 404 or 409 otherwise."""
-        conversation = (self._conversations.get(conversation_id)
-                        if ID_PATTERN.fullmatch(conversation_id) else None)
-        if conversation is None or conversation.owner_id != owner_id or conversation.deleted:
+        conversation = self._conversations.owned(conversation_id, owner_id)
+        if conversation is None:
             raise ConversationNotFound(conversation_id)
         running = conversation.running_session_id
         if running is not None:

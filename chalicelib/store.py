@@ -213,13 +213,13 @@ class SessionStore:
         if item is None:
             return None
         record = _session_record(item)
-        return None if _expired(record.expires_at) else record
+        return None if clock.is_past(record.expires_at) else record
 
     def get_many(self, session_ids: Sequence[str]) -> dict[str, SessionRecord]:
         """Return the sessions that exist among these ids, by id (strongly consistent)."""
         items = batch_get(self._session, list(session_ids), True, self._quick, self._sleep)
         records = (_session_record(item) for item in items)
-        return {r.id: r for r in records if not _expired(r.expires_at)}
+        return {r.id: r for r in records if not clock.is_past(r.expires_at)}
 
     def list_by_owner(self, owner_id: str, limit: int,
                       start_key: dict[str, str] | None = None) -> SessionPage:
@@ -485,7 +485,7 @@ class SessionStore:
         events: list[EventRecord] = []
         for item in self._read(query, f"session {session_id}: read events"):
             record = _event_record(item)
-            if record.seq != after + len(events) + 1 or _expired(_epoch(item.expiresAt)):
+            if record.seq != after + len(events) + 1 or clock.is_past(_epoch(item.expiresAt)):
                 break
             events.append(record)
         last = events[-1].seq if events else after
@@ -537,9 +537,6 @@ def _epoch(moment: datetime | None) -> int | None:
     return None if moment is None else int(moment.timestamp())
 
 
-def _expired(expires_at: int | None) -> bool:
-    # DynamoDB deletes expired items lazily, so reads hide them.
-    return expires_at is not None and expires_at * 1000 <= clock.now_ms()
 
 
 def _session_record(item: Any) -> SessionRecord:
@@ -560,7 +557,6 @@ def _session_record(item: Any) -> SessionRecord:
         lease_until_ms=None if item.leaseUntil is None else int(item.leaseUntil),
         reap_failures=int(item.reapFailures or 0),
         cancel_requested=bool(item.cancelRequested),
-        idempotency_key=item.idempotencyKey,
         request_hash=item.requestHash,
         expires_at=_epoch(item.expiresAt),
     )

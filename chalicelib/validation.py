@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -9,6 +10,9 @@ from chalicelib.errors import InvalidRequest, PayloadTooLarge
 from chalicelib.records import HistoryTurn
 from chalicelib.settings import Settings
 
+# Ids the server issues are URL-safe base64 (sessions, conversations); anything else names
+# nothing (and DynamoDB would refuse an empty or huge key).
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 START_FIELDS = ("message", "history", "model", "conversationId", "title")
 HISTORY_ROLES = ("user", "assistant")
 MAX_WAIT_SECONDS = 20
