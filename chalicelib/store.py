@@ -417,8 +417,11 @@ class SessionStore:
         )
         if still_ours and session is not None and session.cancel_requested:
             return CancelRequested(f"Session {session_id} was cancelled")
-        logger.warning("session %s: write by attempt %s refused; the lease is lost",
-                       session_id, fence.attempt_id)
+        if fence.attempt_id is None:
+            logger.info("session %s: a run holds it, or it ended, since it was read", session_id)
+        else:
+            logger.warning("session %s: write by attempt %s refused; the lease is lost",
+                           session_id, fence.attempt_id)
         return LeaseLost(f"Attempt {fence.attempt_id} no longer owns session {session_id}")
 
     # -- the reaper's queue ---------------------------------------------------

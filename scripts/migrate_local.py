@@ -28,6 +28,7 @@ from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import DoesNotExist
 from pynamodb.models import Model
 
+from chalicelib.conversations import ConversationStore
 from chalicelib.models import (
     CONVERSATION_ITEM,
     LEGACY_SESSION_INDEXES,
@@ -43,6 +44,8 @@ from chalicelib.tables import drop_indexes
 logger = logging.getLogger(__name__)
 
 SCHEMA_MARKER = "#schema"
+# More turns than any conversation of the earlier version could hold (its page sent them all).
+MAX_TURNS = 100_000
 SCHEMA_VERSION = 2
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -134,21 +137,31 @@ def _group(rows: list[dict[str, Any]], new_id: Any) -> dict[str, list[dict[str, 
 
 def _write_conversation(models: BoundModels, legacy_row: Any, conversation_id: str,
                         rows: list[dict[str, Any]]) -> None:
-    first, last = rows[0], rows[-1]
-    running = [row["id"] for row in rows if row.get("status") == RUNNING]
+    """Write the rows' turns, then the conversation's row from every turn it now holds: a
+    migration cut short and run again (some turns moved already) still counts them all."""
+    conversations = ConversationStore(models)
+    first_ever = not conversations.turns(conversation_id, 1).turns
+    for index, row in enumerate(rows):
+        _write_turn(models, legacy_row, conversation_id, row, imported=first_ever and index == 0)
+    turns = conversations.turns(conversation_id, MAX_TURNS).turns
+    sessions = {row["id"]: row for row in rows}
+    first, last = turns[0].input, turns[-1].input
+    first_row = models.session.get(first.session_id)
     expires = max((row["expiresAt"] for row in rows if "expiresAt" in row), default=None)
+    running = [t.input.session_id for t in turns if t.ending is None]
     conversation = models.conversation(
-        conversation_id, CONVERSATION_ITEM, ownerId=first["ownerId"], listOwner=first["ownerId"],
-        title=(first.get("title") or title_from(first.get("message") or "") or "Chat")[:200],
-        createdAt=first["createdAt"], updatedAt=last.get("updatedAt") or last["createdAt"],
-        turnCount=len(rows), lastSessionId=last["id"], lastStatus=last.get("status"),
+        conversation_id, CONVERSATION_ITEM, ownerId=first_row.ownerId,
+        listOwner=first_row.ownerId,
+        title=(first_row.title or title_from(first.message) or "Chat")[:200],
+        createdAt=first.created_at,
+        updatedAt=sessions.get(last.session_id, {}).get("updatedAt") or last.created_at,
+        turnCount=len(turns), lastSessionId=last.session_id,
+        lastStatus=turns[-1].ending.status if turns[-1].ending else RUNNING,
         runningSessionId=running[-1] if running else None,
     )
     if expires is not None:
         conversation.expiresAt = _moment(expires)
     conversation.save()
-    for index, row in enumerate(rows):
-        _write_turn(models, legacy_row, conversation_id, row, imported=index == 0)
 
 
 def _write_turn(models: BoundModels, legacy_row: Any, conversation_id: str,

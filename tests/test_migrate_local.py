@@ -133,3 +133,27 @@ def test_a_migrated_conversation_takes_a_new_turn_with_its_history(
         ("assistant", "Здравствуйте"), ("user", "and then?"), ("assistant", "partial"),
         ("user", "third one")]
     assert log(legacy_store, "third")[-1].event_type == "done"
+
+
+def test_a_migration_cut_short_and_run_again_counts_every_turn(legacy_store: SessionStore,
+                                                               monkeypatch) -> None:
+    import scripts.migrate_local as migration
+
+    real_write_turn = migration._write_turn
+    written: list[str] = []
+
+    def killed_after_one(models, legacy_row, conversation_id, row, imported):
+        if written:
+            raise KeyboardInterrupt("the stack was stopped mid-migration")
+        written.append(row["id"])
+        real_write_turn(models, legacy_row, conversation_id, row, imported)
+
+    monkeypatch.setattr(migration, "_write_turn", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        migrate(legacy_store.models, iter(["n1", "n2", "n3"]).__next__)
+    monkeypatch.setattr(migration, "_write_turn", real_write_turn)
+    migrate(legacy_store.models, iter(["n4", "n5", "n6"]).__next__)
+    kept = ConversationStore(legacy_store.models).get("page-made-id-1")
+    assert (kept.turn_count, kept.title, kept.last_session_id) == (2, "Greetings", "second")
+    turns = ConversationStore(legacy_store.models).turns("page-made-id-1", 10).turns
+    assert [len(t.input.history) for t in turns] == [2, 0]
