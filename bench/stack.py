@@ -2,7 +2,7 @@
 
 As tests/e2e/conftest.py does: free loopback ports, the stack in its own process group,
 its output collected by a thread, /api/health polled until it answers. Extra environment
-variables (FLUSH_MODE, LOCAL_WORKERS, ...) reach the app: the stack passes its environment
+variables (FLUSH_MODE, ...) reach the app: the stack passes its environment
 through to `chalice local`, except for what .chalice/config.json sets for every stage.
 Each stack keeps its DynamoDB data in a temporary directory, removed when it stops.
 """
@@ -27,8 +27,8 @@ from scripts.loopback import HOST, free_ports, new_http
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
-# A bench stack's environment: enough run threads, and a running cap above any phase's load.
-STACK_ENV = {"LOCAL_WORKERS": "256", "MAX_RUNNING_PER_OWNER": "100000"}
+# A bench stack's environment: a running cap above any phase's load.
+STACK_ENV = {"MAX_RUNNING_PER_OWNER": "100000"}
 # Often enough that the start-up time measured is not rounded up by much.
 HEALTH_POLL_SECONDS = 0.05
 

@@ -122,6 +122,12 @@ class SessionStore:
                     add_missing_indexes(model)
                     ensure_ttl(model)
 
+    def connect(self) -> None:
+        """Create the DynamoDB client now, once: left to the first requests, the many threads
+        of a local server (or a burst of runs) each create one at the same moment, at a
+        tenth of a second of CPU each."""
+        self._session._get_connection().connection.client  # noqa: B018 - built on access
+
     def ping(self) -> None:
         """Read one key from each table, once each with short timeouts of its own (a health
         check answers within seconds whatever the store does); raise StoreUnavailable if one

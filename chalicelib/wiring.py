@@ -42,6 +42,7 @@ def build_components(settings: Settings, dispatcher: Dispatcher | None = None) -
     settings.check_runtime_secrets()
     metrics = telemetry.metrics_for(settings.stage)
     store = SessionStore(settings, on_throttle=metrics.store_throttled)
+    store.connect()
     conversation_store = ConversationStore(store.models, on_throttle=metrics.store_throttled)
     # Provider keys and endpoints are read where they are used; nothing is contacted here.
     providers = ProviderRegistry(build_providers(os.environ), settings.allowed_models)

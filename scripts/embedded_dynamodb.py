@@ -31,6 +31,7 @@ import copy
 import functools
 import gc
 import inspect
+import logging
 import os
 import sys
 import threading
@@ -434,6 +435,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"embedded DynamoDB: data in {storage.directory} ({storage.summary()} restored)",
               flush=True)
     expirer().start()
+    # One log line per request (werkzeug's) cost this single-threaded server about a seventh
+    # of its time under load (bench/profiling.md); failures are still logged.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     moto_main(moto_argv)
 
 
