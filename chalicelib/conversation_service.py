@@ -96,12 +96,16 @@ class ConversationService:
         try:
             deleted = self._conversations.mark_deleted(conversation_id, owner_id)
         except ConversationGone:
-            raise ConversationNotFound(conversation_id) from None
+            # Deleted already: a retried delete (the first may have failed after the mark)
+            # still stops its running turn; anything else is not the caller's to delete.
+            deleted = self._conversations.get(conversation_id)
+            if deleted is None or deleted.owner_id != owner_id or not deleted.deleted:
+                raise ConversationNotFound(conversation_id) from None
         logger.info("conversation %s: deleted by its owner", conversation_id)
         if deleted.running_session_id is not None:
             session = self._store.get(deleted.running_session_id)
             if session is not None and session.is_running:
-                self._chat.stop(session)
+                self._chat.stop(session, conversation_deleted=True)
 
     def _owned(self, owner_id: str, conversation_id: str) -> ConversationRecord:
         conversation = self._conversations.owned(conversation_id, owner_id)

@@ -177,6 +177,9 @@ def bind_models(settings: Settings) -> BoundModels:
         reapFailures = NumberAttribute(null=True)
         runOwner = UnicodeAttribute(null=True)
         cancelRequested = BooleanAttribute(null=True)
+        # Set on a running session when its conversation is deleted, so that reads of a
+        # running session need not read its conversation too.
+        conversationDeleted = BooleanAttribute(null=True)
         idempotencyKey = UnicodeAttribute(null=True)
         requestHash = UnicodeAttribute(null=True)
         expiresAt = TTLAttribute(null=True)

@@ -80,6 +80,7 @@ class SessionRecord:
     lease_until_ms: int | None = None
     reap_failures: int = 0
     cancel_requested: bool = False
+    conversation_deleted: bool = False
     request_hash: str | None = None
     expires_at: int | None = None
 

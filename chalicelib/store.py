@@ -257,15 +257,17 @@ class SessionStore:
 
         return self._read(count, f"owner {owner_id}: count running sessions")
 
-    def request_cancel(self, session_id: str) -> None:
-        """Mark a running session for cancellation; a finished one is left unchanged."""
+    def request_cancel(self, session_id: str, conversation_deleted: bool = False) -> None:
+        """Mark a running session for cancellation (and, when its conversation was deleted,
+        as gone to readers); a finished one is left unchanged."""
         S = self._session
+        actions = [S.cancelRequested.set(True), S.updatedAt.set(clock.now_iso())]
+        if conversation_deleted:
+            actions.append(S.conversationDeleted.set(True))
 
         def mark() -> None:
             with translate_errors():
-                S(session_id).update(
-                    actions=[S.cancelRequested.set(True), S.updatedAt.set(clock.now_iso())],
-                    condition=S.status == RUNNING)
+                S(session_id).update(actions=actions, condition=S.status == RUNNING)
 
         try:
             call_with_retries(mark, self._quick, f"session {session_id}: request cancel",
@@ -566,6 +568,7 @@ def _session_record(item: Any) -> SessionRecord:
         lease_until_ms=None if item.leaseUntil is None else int(item.leaseUntil),
         reap_failures=int(item.reapFailures or 0),
         cancel_requested=bool(item.cancelRequested),
+        conversation_deleted=bool(item.conversationDeleted),
         request_hash=item.requestHash,
         expires_at=_epoch(item.expiresAt),
     )

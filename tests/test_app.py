@@ -600,3 +600,18 @@ def test_turns_started_at_once_in_one_conversation_run_one_at_a_time(
     turns = client.http.get(
         f"/api/chat/conversations/{conversation['conversationId']}").json_body["turns"]
     assert [t["status"] for t in turns] == ["done", "running"]
+
+
+def test_a_retried_delete_still_stops_the_running_turn_and_answers_204(
+        client, components, monkeypatch) -> None:
+    use_dispatcher(components, monkeypatch, RecordingDispatcher())
+    started = post(client, "/api/chat/session", {"message": "a run has it"}).json_body
+    components.store.claim_lease(started["sessionId"], "the-run")
+    path = f"/api/chat/conversations/{started['conversationId']}"
+    # The first delete marked the conversation, then failed before it stopped the turn.
+    components.conversation_store.mark_deleted(started["conversationId"], "local")
+    assert not components.store.get(started["sessionId"]).cancel_requested
+    assert client.http.request("DELETE", path).status_code == 204
+    assert components.store.get(started["sessionId"]).cancel_requested
+    assert client.http.get(f"/api/chat/session/{started['sessionId']}").status_code == 404
+    assert client.http.get(path).status_code == 404
