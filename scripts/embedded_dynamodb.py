@@ -411,15 +411,49 @@ def moto_method(name: str) -> Any:
     return getattr(DynamoDBBackend, name).__wrapped__
 
 
+def _dynamodb_first_dispatcher() -> Any:
+    """Return moto's request dispatcher with a fast path for DynamoDB requests.
+
+    moto picks the service of every request by inferring it from its headers and body, under
+    one lock shared by all request threads; the embedded server is there for DynamoDB, whose
+    requests name it in X-Amz-Target, so once its app exists they go straight to it.
+    """
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    class DynamoDBFirst(DomainDispatcherApplication):
+        def get_application(self, environ: dict[str, Any]) -> Any:
+            if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+                app = self.app_instances.get("dynamodb")
+                if app is not None:
+                    return app
+            return super().get_application(environ)
+
+    return DynamoDBFirst(create_backend_app)
+
+
+def _serve(host: str, port: int) -> None:
+    """Serve moto (as `moto_server` would) with the DynamoDB fast path."""
+    import signal
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import run_simple
+
+    os.environ.setdefault("MOTO_PORT", str(port))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: sys.exit(0))
+    run_simple(host, port, _dynamodb_first_dispatcher(), threaded=True,
+               request_handler=MotoRequestHandler)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run a moto server whose DynamoDB is atomic and, with --data-dir, kept on disk."""
-    from moto.server import main as moto_main
-
     from scripts.dynamodb_storage import DurableStorage  # it builds on this module
 
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser()
     parser.add_argument("--data-dir", type=Path)
-    options, moto_argv = parser.parse_known_args(argv if argv is not None else sys.argv[1:])
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5000)
+    options = parser.parse_args(argv if argv is not None else sys.argv[1:])
     install_atomic_backend()
     if options.data_dir is not None:
         try:
@@ -438,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     # One log line per request (werkzeug's) cost this single-threaded server about a seventh
     # of its time under load (bench/profiling.md); failures are still logged.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    moto_main(moto_argv)
+    _serve(options.host, options.port)
 
 
 if __name__ == "__main__":
