@@ -1,7 +1,9 @@
 """In-process notice of new events, so a long-poll wakes when this process writes them.
 
 A long-poll watches its session; the store announces every write that added events
-(which includes every status change: a terminal write always adds the terminal event).
+(which includes every status change: a terminal write always adds the terminal event), with
+the session's lastSeq and status as that write committed them, so a woken long-poll can
+read the new events without reading the session again.
 Only writes made in this process are announced: in the local server and in tests the
 orchestrator runs in the API's process, but a deployed API function never sees the
 orchestrator's writes, so a long-poll still re-reads the store at an interval.
@@ -21,6 +23,8 @@ class _Watched:
     condition: threading.Condition
     writes: int = 0
     watchers: int = 0
+    # (lastSeq, status) as the latest announced write left them.
+    state: tuple[int, str] | None = None
 
 
 @dataclass
@@ -35,6 +39,11 @@ class SessionWatch:
         with self._lock:
             return self._watched.writes
 
+    def state(self) -> tuple[int, str] | None:
+        """Return (lastSeq, status) as the latest announced write committed them."""
+        with self._lock:
+            return self._watched.state
+
     def wait(self, seen: int, timeout: float) -> None:
         """Return once a write after `seen` is announced, or after timeout seconds."""
         with self._lock:
@@ -48,12 +57,13 @@ class SessionChanges:
         self._lock = threading.Lock()
         self._watched: dict[str, _Watched] = {}
 
-    def announce(self, session_id: str) -> None:
-        """Wake the long-polls watching this session (if any)."""
+    def announce(self, session_id: str, last_seq: int, status: str) -> None:
+        """Wake the long-polls watching this session (if any), telling them its new state."""
         with self._lock:
             watched = self._watched.get(session_id)
             if watched is not None:
                 watched.writes += 1
+                watched.state = (last_seq, status)
                 watched.condition.notify_all()
 
     @contextmanager

@@ -7,7 +7,7 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from chalicelib import clock
@@ -248,10 +248,11 @@ class ChatService:
                     if page.events or not session.is_running or remaining <= 0:
                         break
                     watch.wait(seen, min(self._poll_interval, remaining))
-                    if time.monotonic() >= deadline and watch.writes() == seen:
+                    announced = watch.writes() != seen
+                    if time.monotonic() >= deadline and not announced:
                         break  # the wait is over and nothing was announced: answer now
                     seen = watch.writes()
-                    session = self._store.get(session_id) or session
+                    session = self._refreshed(session, watch.state() if announced else None)
         finally:
             restore_deadline()
         views = [event_view(event) for event in page.events]
@@ -264,6 +265,14 @@ class ChatService:
             "lastSeq": events[-1].seq if events else query.after,
             "hasMore": page.has_more or count < len(views),
         }
+
+    def _refreshed(self, session: SessionRecord,
+                   announced: tuple[int, str] | None) -> SessionRecord:
+        """Return the session as it is now: from a write this process announced (its lastSeq
+        and status as committed), or read again."""
+        if announced is not None and announced[0] >= session.last_seq:
+            return replace(session, last_seq=announced[0], status=announced[1])
+        return self._store.get(session.id) or session
 
     def list(self, owner_id: str, params: Mapping[str, str] | None) -> dict[str, Any]:
         """Return the caller's sessions, newest first, and the cursor of the next page."""

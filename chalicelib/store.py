@@ -382,7 +382,7 @@ class SessionStore:
                                actions=conversation_actions),
             lambda t: t.save(turn_ending, condition=E.item.does_not_exist()),
         ]
-        self._write_run(session.id, fence, actions, condition, events, extra)
+        self._write_run(session.id, fence, actions, condition, events, extra, ending.status)
 
     def _fence_condition(self, fence: Fence, now_ms: int) -> Any:
         S = self._session
@@ -394,7 +394,7 @@ class SessionStore:
 
     def _write_run(self, session_id: str, fence: Fence, actions: list[Any], condition: Any,
                    events: Sequence[EventRecord],
-                   extra: Sequence[Callable[[Any], None]] = ()) -> None:
+                   extra: Sequence[Callable[[Any], None]] = (), status: str = RUNNING) -> None:
         # Built once: every try sends the same items (expiry included) with the same token.
         items = [self._event_item(event) for event in events]
         S, E = self._session, self._event
@@ -412,7 +412,7 @@ class SessionStore:
         except ConditionFailed:
             raise self._why_rejected(session_id, fence) from None
         if events:
-            PROCESS_CHANGES.announce(session_id)
+            PROCESS_CHANGES.announce(session_id, events[-1].seq, status)
 
     def _why_rejected(self, session_id: str, fence: Fence) -> Exception:
         """Return CancelRequested or LeaseLost for a fenced write that was refused."""
