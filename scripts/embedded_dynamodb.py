@@ -431,13 +431,20 @@ def _dynamodb_first_dispatcher() -> Any:
     return DynamoDBFirst(create_backend_app)
 
 
+# The kernel caps it at net.core.somaxconn (4096 by default).
+LISTEN_QUEUE = 1024
+
+
 def _serve(host: str, port: int) -> None:
     """Serve moto (as `moto_server` would) with the DynamoDB fast path."""
     import signal
 
     from moto.moto_server.werkzeug_app import MotoRequestHandler
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import BaseWSGIServer, run_simple
 
+    # werkzeug listens with a queue of 128; a burst of new connections from hundreds of runs
+    # and long-polls overflowed it, and each dropped connect cost its caller a timeout.
+    BaseWSGIServer.request_queue_size = LISTEN_QUEUE
     os.environ.setdefault("MOTO_PORT", str(port))
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: sys.exit(0))

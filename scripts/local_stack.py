@@ -206,6 +206,11 @@ def stack_variables(base: Mapping[str, str], ports: Ports) -> dict[str, str]:
         # well under a minute (the deployed defaults are 2 s and 4 s).
         "STORE_READ_TIMEOUT": base.get("STORE_READ_TIMEOUT", "10"),
         "STORE_ROUTE_BUDGET": base.get("STORE_ROUTE_BUDGET", "15"),
+        # One process holds every run and long-poll, each a thread with a DynamoDB request
+        # of its own at times: 200 sessions followed at once need ~400 connections. A smaller
+        # pool closes the extras after each request, and their reconnects overflowed moto's
+        # listen queue (connect timeouts, runs that could not claim their session).
+        "MAX_POOL_CONNECTIONS": base.get("MAX_POOL_CONNECTIONS", "1000"),
     }
 
 

@@ -81,6 +81,45 @@ def test_thread_dispatch_survives_a_crashing_run() -> None:
     assert ran == ["a", "b"]
 
 
+def test_a_run_that_raises_is_delivered_again_like_a_lambda_async_invoke() -> None:
+    """Lambda runs a failed async invocation twice more; the local dispatcher does the same,
+    each delivery with a deadline of its own, and stops once one returns."""
+    deliveries: list[float] = []
+
+    def run(session_id: str, remaining_time) -> None:
+        deliveries.append(remaining_time())
+        if len(deliveries) < 2:
+            raise RuntimeError("DynamoDB is not answering")
+
+    dispatcher = ThreadDispatcher(run, max_runs=1, run_seconds=900, retry_delays=(0.01, 0.01))
+    dispatcher.dispatch("a")
+    _wait_for(lambda: len(deliveries) == 2)
+    dispatcher.shutdown()
+    assert len(deliveries) == 2
+    assert all(899 < remaining <= 900 for remaining in deliveries)
+
+
+def test_a_run_that_keeps_raising_is_delivered_three_times_in_all() -> None:
+    deliveries: list[str] = []
+
+    def run(session_id: str, remaining_time) -> None:
+        deliveries.append(session_id)
+        raise RuntimeError("boom")
+
+    dispatcher = ThreadDispatcher(run, max_runs=1, retry_delays=(0.01, 0.01))
+    dispatcher.dispatch("a")
+    _wait_for(lambda: len(deliveries) == 3)
+    time.sleep(0.1)  # a fourth delivery would come within this
+    dispatcher.shutdown()
+    assert deliveries == ["a", "a", "a"]
+
+
+def _wait_for(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def test_slow_runs_never_keep_others_from_starting() -> None:
     """Each run has a thread of its own: 20 runs that never end do not delay the 21st."""
     release = threading.Event()

@@ -359,3 +359,33 @@ def test_a_provider_faster_than_the_store_waits_instead_of_piling_up_text(
     runner.join(30)
     assert held_at <= PUMP_QUEUE_ITEMS + 2
     assert stored_answer(store) == "x" * 5_000
+
+
+def test_a_local_run_whose_claim_met_an_overloaded_store_is_delivered_again(
+        store, settings, monkeypatch) -> None:
+    """Seen at 200 sessions at once on the local stack: the claim gave up on an overloaded
+    embedded DynamoDB and the session waited for the reaper's claim timeout (5 minutes).
+    The local dispatcher delivers the run again, as Lambda does, and the session ends done."""
+    from chalicelib.dispatch import ThreadDispatcher
+    from chalicelib.dynamo import StoreThrottled
+
+    start(store)
+    claim = store.claim_lease
+    failures = iter([StoreThrottled("DynamoDB is not answering (ConnectTimeoutError)")])
+
+    def overloaded_once(session_id: str, attempt_id: str):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return claim(session_id, attempt_id)
+
+    monkeypatch.setattr(store, "claim_lease", overloaded_once)
+    orchestrator = make_orchestrator(store, settings, ScriptedProvider(answer_script()))
+    dispatcher = ThreadDispatcher(orchestrator.run, max_runs=1, retry_delays=(0.01, 0.01))
+    dispatcher.dispatch("s1")
+    deadline = time.monotonic() + 20
+    while store.get("s1").is_running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    dispatcher.shutdown()
+    assert_well_formed(store)
+    assert store.get("s1").status == "done"
