@@ -51,7 +51,7 @@ from moto.dynamodb.models import DynamoDBBackend, dynamodb_backends
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 
-from scripts import dynamodb_key_index, dynamodb_query, dynamodb_ttl
+from scripts import dynamodb_key_index, dynamodb_query, dynamodb_responses, dynamodb_ttl
 from scripts.dynamodb_journal import Journal, JournalError
 from scripts.dynamodb_partitions import PartitionMap
 
@@ -91,6 +91,7 @@ def install_atomic_backend() -> None:
     Table.put_item = _noting_put(Table.put_item)
     Table.delete_item = _noting_delete(Table.delete_item)
     Table.query = dynamodb_query.query
+    dynamodb_responses.install()
     Table.__len__ = _item_count(Table.__len__)
     DynamoType.__hash__ = _key_hash(DynamoType.__hash__)
     DynamoDBBackend._backchat_atomic = True
