@@ -2,8 +2,10 @@
 
 A long-poll watches its session; the store announces every write that added events
 (which includes every status change: a terminal write always adds the terminal event), with
-the session's lastSeq and status as that write committed them, so a woken long-poll can
-read the new events without reading the session again.
+the session's lastSeq and status as that write committed them and the events themselves, so
+a woken long-poll can answer without reading the session or the events again. A watched
+session keeps only its last few announced events: a long-poll that needs older ones (or any
+the announcements did not carry) reads the store.
 Only writes made in this process are announced: in the local server and in tests the
 orchestrator runs in the API's process, but a deployed API function never sees the
 orchestrator's writes, so a long-poll still re-reads the store at an interval.
@@ -11,9 +13,15 @@ orchestrator's writes, so a long-poll still re-reads the store at an interval.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Sequence
+
+from chalicelib.records import EventPage, EventRecord
+
+# Announced events a watched session keeps: a woken long-poll usually needs the last write's.
+KEPT_EVENTS = 32
 
 
 @dataclass
@@ -25,6 +33,8 @@ class _Watched:
     watchers: int = 0
     # (lastSeq, status) as the latest announced write left them.
     state: tuple[int, str] | None = None
+    # The latest announced events, committed, in seq order.
+    events: deque[EventRecord] = field(default_factory=lambda: deque(maxlen=KEPT_EVENTS))
 
 
 @dataclass
@@ -44,6 +54,17 @@ class SessionWatch:
         with self._lock:
             return self._watched.state
 
+    def events_after(self, after: int, limit: int, last_seq: int) -> EventPage | None:
+        """Return the page the store would, from the announced events: those contiguous from
+        after + 1, at most `limit`, none past last_seq; None if they do not hold after + 1."""
+        upper = min(last_seq, after + limit)
+        with self._lock:
+            page = [e for e in self._watched.events if after < e.seq <= upper]
+        if not page or page[0].seq != after + 1:
+            return None
+        contiguous = [e for index, e in enumerate(page) if e.seq == after + 1 + index]
+        return EventPage(events=tuple(contiguous), has_more=contiguous[-1].seq < last_seq)
+
     def wait(self, seen: int, timeout: float) -> None:
         """Return once a write after `seen` is announced, or after timeout seconds."""
         with self._lock:
@@ -57,13 +78,16 @@ class SessionChanges:
         self._lock = threading.Lock()
         self._watched: dict[str, _Watched] = {}
 
-    def announce(self, session_id: str, last_seq: int, status: str) -> None:
-        """Wake the long-polls watching this session (if any), telling them its new state."""
+    def announce(self, session_id: str, last_seq: int, status: str,
+                 events: Sequence[EventRecord] = ()) -> None:
+        """Wake the long-polls watching this session (if any), telling them its new state
+        and the events the write committed."""
         with self._lock:
             watched = self._watched.get(session_id)
             if watched is not None:
                 watched.writes += 1
                 watched.state = (last_seq, status)
+                watched.events.extend(events)
                 watched.condition.notify_all()
 
     @contextmanager

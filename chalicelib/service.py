@@ -242,8 +242,10 @@ class ChatService:
                 seen = watch.writes()
                 session = self.owned(owner_id, session_id)
                 while True:
-                    page = self._store.events_after(session_id, query.after, query.limit,
-                                                    session.last_seq)
+                    # Events this process wrote and announced need no read (the local stack).
+                    page = (watch.events_after(query.after, query.limit, session.last_seq)
+                            or self._store.events_after(session_id, query.after, query.limit,
+                                                        session.last_seq))
                     remaining = deadline - time.monotonic()
                     if page.events or not session.is_running or remaining <= 0:
                         break

@@ -412,7 +412,7 @@ class SessionStore:
         except ConditionFailed:
             raise self._why_rejected(session_id, fence) from None
         if events:
-            PROCESS_CHANGES.announce(session_id, events[-1].seq, status)
+            PROCESS_CHANGES.announce(session_id, events[-1].seq, status, events)
 
     def _why_rejected(self, session_id: str, fence: Fence) -> Exception:
         """Return CancelRequested or LeaseLost for a fenced write that was refused."""

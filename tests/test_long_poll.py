@@ -16,7 +16,8 @@ from typing import Callable
 
 import pytest
 
-from chalicelib.records import SessionRecord
+from chalicelib.changes import PROCESS_CHANGES, SessionChanges
+from chalicelib.records import EventPage, EventRecord, SessionRecord
 from chalicelib.service import LOCAL_LONG_POLL_INTERVAL
 from chalicelib.writer import EventWriter, FlushPolicy
 from tests.fakes import RecordingDispatcher
@@ -34,6 +35,7 @@ class ReadSpy:
     request_thread: threading.Thread
     reads: int = 0
     reads_after_change: int = 0
+    event_reads_after_change: int = 0
     changing: threading.Event = field(default_factory=threading.Event)
     first_read: threading.Event = field(default_factory=threading.Event)
 
@@ -47,12 +49,22 @@ class ReadSpy:
 
         return spied
 
+    def wrap_events(self, read: Callable[..., EventPage]) -> Callable[..., EventPage]:
+        def spied(*args: object) -> EventPage:
+            if threading.current_thread() is self.request_thread:
+                self.event_reads_after_change += self.changing.is_set()
+            return read(*args)
+
+        return spied
+
 
 @pytest.fixture
 def spy(components, monkeypatch) -> ReadSpy:
-    """Spy on the app store's session reads; the request runs in the test's own thread."""
+    """Spy on the app store's session and event reads; the request runs in the test's thread."""
     spy = ReadSpy(request_thread=threading.current_thread())
     monkeypatch.setattr(components.store, "get", spy.wrap(components.store.get))
+    monkeypatch.setattr(components.store, "events_after",
+                        spy.wrap_events(components.store.events_after))
     return spy
 
 
@@ -99,7 +111,8 @@ def test_event_written_during_the_wait_is_returned_at_the_next_read(client, runn
     assert [(e["seq"], e["eventType"], e["content"]) for e in page["events"]] == [
         (1, "delta", "Hello, Привет 👋")]
     assert (page["lastSeq"], page["hasMore"]) == (1, False)
-    assert (spy.reads, spy.reads_after_change) == (1, 0)
+    # The announcement carried the session's state and the event: nothing was read again.
+    assert (spy.reads, spy.reads_after_change, spy.event_reads_after_change) == (1, 0, 0)
 
 
 def test_run_ending_during_the_wait_returns_the_terminal_event_and_status(
@@ -118,7 +131,7 @@ def test_run_ending_during_the_wait_returns_the_terminal_event_and_status(
     assert page["status"] == "cancelled"
     assert [(e["seq"], e["eventType"]) for e in page["events"]] == [(2, "cancelled")]
     assert (page["lastSeq"], page["hasMore"]) == (2, False)
-    assert (spy.reads, spy.reads_after_change) == (1, 0)
+    assert (spy.reads, spy.reads_after_change, spy.event_reads_after_change) == (1, 0, 0)
 
 
 def test_status_change_alone_ends_the_wait(client, running, spy) -> None:
@@ -191,3 +204,44 @@ def test_wait_out_of_range_is_400(client, running, wait, words) -> None:
     assert response.status_code == 400
     assert response.json_body["Code"] == "BadRequestError"
     assert words in response.json_body["Message"]
+
+
+def test_events_announced_by_a_run_are_the_events_the_store_reads_back(
+        client, components, monkeypatch) -> None:
+    """A woken long-poll answers from the announced events: they must be the very events a
+    read of the store returns, for every kind of event and character."""
+    announced: list[EventRecord] = []
+    announce = PROCESS_CHANGES.announce
+
+    def recorded(session_id: str, last_seq: int, status: str, events=()) -> None:
+        announced.extend(events)
+        announce(session_id, last_seq, status, events)
+
+    monkeypatch.setattr(PROCESS_CHANGES, "announce", recorded)
+    session_id = start(client, message="what is 17*23? \u00e9\U0001f600\\n [demo rate=100000]")
+    session = components.store.get(session_id)
+    stored = components.store.events_after(session_id, 0, 1000, session.last_seq).events
+    assert {e.event_type for e in stored} >= {"thinking", "tool_call", "tool_result", "delta",
+                                              "done"}
+    assert tuple(announced) == stored
+
+
+def _event(seq: int) -> EventRecord:
+    return EventRecord(session_id="s", seq=seq, event_type="delta", created_at="t",
+                       content=str(seq))
+
+
+def test_announced_events_answer_only_a_contiguous_run_from_after() -> None:
+    changes = SessionChanges()
+    with changes.watch("s") as watch:
+        assert watch.events_after(0, 10, 0) is None
+        changes.announce("s", 3, "running", [_event(2), _event(3)])
+        assert watch.events_after(0, 10, 3) is None  # seq 1 was not announced: read the store
+        assert watch.events_after(1, 10, 3) == EventPage((_event(2), _event(3)), False)
+        assert watch.events_after(1, 1, 3) == EventPage((_event(2),), True)
+        assert watch.events_after(1, 10, 2) == EventPage((_event(2),), False)
+        assert watch.events_after(3, 10, 3) is None
+        changes.announce("s", 5, "running", [_event(5)])  # a gap at 4
+        assert watch.events_after(1, 10, 5) == EventPage((_event(2), _event(3)), True)
+    with changes.watch("s") as watch:
+        assert watch.events_after(1, 10, 5) is None  # kept only while watched
