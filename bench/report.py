@@ -92,8 +92,8 @@ def _sections(r: dict[str, Any]) -> list[str]:
         "The machine is shared: other engineers' test runs (Chromium, further local stacks) may "
         "have been running at the same time, which the load averages show. Every number below "
         "includes the local stack's own costs: moto answers each DynamoDB request in a few "
-        "milliseconds of Python and closes the connection after each one, and the runs of the "
-        "local server share its process (and the GIL) with the API.",
+        "milliseconds of Python, all of them in one process (one GIL, so at most one core), and "
+        "the runs of the local server share its process (and the GIL) with the API.",
     ]
 
     out += [
@@ -489,24 +489,34 @@ def _targets_commentary(r: dict[str, Any], writes_local: float) -> str:
                f"writes, median {median(p['visibility_ms']):.0f} ms" for p in sweep)
            + "). The default stays at 200 ms."),
         "**Start latency and concurrency** are bounded by the local stack's DynamoDB, not by "
-        "backchat's code (see the profiles): moto serves one request at a time (its backend is "
-        "serialised) at several milliseconds of Python each (much of it in moto's response "
-        "serialiser, about a millisecond per returned item) and opens a new connection per "
-        "request; a Query reads only what it returns (*Growth*). A start costs two requests (the "
-        "running-sessions count, and one transaction of three items: the session, the turn's "
-        "input and the conversation; a turn of an existing conversation reads the conversation "
-        "first); every run adds a claim, a Query of its conversation's history and a write per "
-        "flush, and every long-poll reads the session and its conversation, then a read or "
-        "three per page. Back to back, each start also competes "
+        "backchat's code (see the profiles and bench/profiling.md): moto serves one request at "
+        "a time (its backend is serialised, and its process uses one core) at several "
+        "milliseconds of Python each, about half of it parsing the condition and update "
+        "expressions of the runs' transactions; a Query reads only what it returns (*Growth*). A "
+        "start costs two requests (the running-sessions count, and one transaction of three "
+        "items: the session, the turn's input and the conversation; a turn of an existing "
+        "conversation reads the conversation first); every run adds a claim, a Query of its "
+        "conversation's history and a write per flush; a long-poll reads the session (and, once "
+        "it has ended, its conversation), then the events, unless a write of the server's own "
+        "runs woke it with them. Back to back, each start also competes "
         "with the runs of the starts before it (paced, the median start took "
         f"{median(r['start_latency_paced_ms']):.0f} ms instead of "
         f"{median(r['start_latency_ms']):.0f} ms). The stack delivered at most "
         f"{peak['output_tokens'] / peak['seconds']:.0f} output tokens/s (at {peak['sessions']} "
         "sessions); 200 sessions asking for 50 tokens/s each ask for 10,000, so their runs "
-        "stretch and their first events queue behind everything else. No event was lost or "
-        "repeated at any level. Deployed, DynamoDB serves requests in parallel at a few "
+        "stretch and their first events queue behind everything else. "
+        + _loss_summary(r["scale"]) + " Deployed, DynamoDB serves requests in parallel at a few "
         "milliseconds each, so these numbers say little about a deployment's latency.",
     ])
+
+
+def _loss_summary(scale: list[dict[str, Any]]) -> str:
+    """Say, from the results, whether any level lost or repeated an event."""
+    lost = sum(p["exactness"]["lost"] for p in scale)
+    repeated = sum(p["exactness"]["duplicated"] for p in scale)
+    if lost or repeated:
+        return f"Across the levels {lost} events were lost and {repeated} repeated."
+    return "No event was lost or repeated at any level."
 
 
 def _tradeoff(axes: Any, sweep: list[dict[str, Any]]) -> None:
