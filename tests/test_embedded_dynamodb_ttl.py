@@ -10,7 +10,9 @@ from typing import Any
 import boto3
 import pytest
 
-from scripts.dynamodb_ttl import Expirer
+from moto.dynamodb.models.dynamo_type import DynamoType
+
+from scripts.dynamodb_ttl import Expirer, ExpirySchedule
 from scripts.embedded_dynamodb import expire_items, expirer
 
 REGION = "us-east-1"
@@ -176,3 +178,33 @@ def test_the_expirer_thread_deletes_in_the_background(client: Any) -> None:
     finally:
         thread.stop()
     assert [item["seq"] for item in kept(client, "events")] == [{"N": "2"}]
+
+
+class _Item:
+    def __init__(self, expires: int) -> None:
+        self.attrs = {"expiresAt": DynamoType({"N": str(expires)})}
+
+
+def test_partitions_still_stored_as_text_do_not_make_every_write_rebuild_the_schedule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store restored lazily schedules its partitions, not their items: those entries are
+    live. Counted as stale, they made each write rebuild the whole schedule (seen as starts
+    1.5x slower with 1,000,000 stored events)."""
+    schedule = ExpirySchedule("expiresAt")
+    for index in range(5_000):
+        schedule.note_stored(DynamoType({"S": f"session-{index}"}), 2_000_000_000 + index)
+    rebuilds = []
+    drop_stale = schedule._drop_stale
+    monkeypatch.setattr(schedule, "_drop_stale", lambda: rebuilds.append(1) or drop_stale())
+    for index in range(200):
+        schedule.note((DynamoType({"S": "new"}), DynamoType({"N": str(index)})),
+                      _Item(2_000_000_000 + index))
+    assert rebuilds == []
+
+
+def test_stale_entries_are_still_dropped_when_an_item_is_rescheduled_often() -> None:
+    schedule = ExpirySchedule("expiresAt")
+    key = (DynamoType({"S": "session"}), None)
+    for expires in range(5_000):
+        schedule.note(key, _Item(2_000_000_000 + expires))
+    assert len(schedule._heap) <= 2 * 1 + 1024 + 1
