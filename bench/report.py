@@ -134,7 +134,8 @@ def _sections(r: dict[str, Any]) -> list[str]:
              f"at most {worst_growth:.2f}x (see *Growth*)", met(worst_growth <= 1.5)],
             [f"start-up to health with {largest['stored_events']:,} stored events ≤ 10 s",
              f"{largest['startup_seconds']:.1f} s", met(largest["startup_seconds"] <= 10)],
-            *_scale_target_rows(scale),
+            *_concurrency_target_rows(r.get("concurrency") or
+                                      [p for p in scale if p["sessions"] == CONCURRENT_SESSIONS]),
             *_conversation_target_rows(r["conversation_costs"]),
             *_index_target_rows(r["index_writes"]),
         ]),
@@ -239,7 +240,10 @@ def _sections(r: dict[str, Any]) -> list[str]:
         f"Each level starts N sessions at once (`[demo tokens={_tokens(r)} rate=50]`), each "
         "followed by its own long-polling client; meanwhile a probe sends `wait=0` polls "
         "(limit 1) to random sessions every 50 ms. Lost and duplicated events are counted "
-        "against a fresh read of each stored log; errors are failed requests (retried).",
+        "against a fresh read of each stored log; errors are failed requests (retried). The "
+        "rows of the *Targets* table for sessions at once come from separate runs of that "
+        "level, each on a fresh stack, pooled: one run on this shared machine varies by more "
+        "than the changes it is meant to show.",
         table(["sessions", "seconds", "events/s", "output tokens/s", "visibility median",
                "visibility p99", "poll p99 (wait=0 probe)", "start → first event p50 / p99",
                "errors", "lost", "duplicated", "unfinished"],
@@ -316,22 +320,33 @@ GROWTH_MEASURES = {"poll_ms": "poll (50 events)", "list_ms": "sessions list (20)
 CONCURRENT_SESSIONS = 50
 
 
-def _scale_target_rows(scale: list[dict[str, Any]]) -> list[list[str]]:
-    """The 50-session run (issue 13): first event, visibility, loss."""
-    point = next((p for p in scale if p["sessions"] == CONCURRENT_SESSIONS), None)
-    if point is None:
+def _concurrency_target_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
+    """The burst of issue 13 (first event, visibility, loss), over every run of it: the
+    medians of all its sessions' numbers, and each run's own median."""
+    if not runs:
         return []
-    lost = point["exactness"]["lost"] + point["exactness"]["duplicated"]
+    sessions = runs[0]["sessions"]
+    first = [v for p in runs for v in p["first_event_ms"]]
+    seen = [v for p in runs for v in p["visibility_ms"]]
+    lost = sum(p["exactness"]["lost"] for p in runs)
+    repeated = sum(p["exactness"]["duplicated"] for p in runs)
+    unfinished = sum(p["unfinished"] for p in runs)
+
+    def each(key: str) -> str:
+        if len(runs) == 1:
+            return ""
+        return (f"; {len(runs)} runs, each on a fresh stack: "
+                + ", ".join(ms(median(p[key])) for p in runs))
+
     return [
-        [f"{CONCURRENT_SESSIONS} sessions at once: start → first event ≤ 1 s median",
-         f"median {ms(median(point['first_event_ms']))} (p99 "
-         f"{ms(percentile(point['first_event_ms'], 99))})",
-         met(median(point["first_event_ms"]) <= 1000)],
-        [f"{CONCURRENT_SESSIONS} sessions at once: event visibility ≤ 500 ms median",
-         f"median {ms(median(point['visibility_ms']))}", met(median(point["visibility_ms"]) <= 500)],
-        [f"{CONCURRENT_SESSIONS} sessions at once: zero loss",
-         f"{point['exactness']['lost']} lost, {point['exactness']['duplicated']} duplicated, "
-         f"{point['unfinished']} unfinished", met(lost == 0 and point["unfinished"] == 0)],
+        [f"{sessions} sessions at once: start → first event ≤ 1 s median",
+         f"median {ms(median(first))} (p99 {ms(percentile(first, 99))}){each('first_event_ms')}",
+         met(median(first) <= 1000)],
+        [f"{sessions} sessions at once: event visibility ≤ 500 ms median",
+         f"median {ms(median(seen))}{each('visibility_ms')}", met(median(seen) <= 500)],
+        [f"{sessions} sessions at once: zero loss",
+         f"{lost} lost, {repeated} duplicated, {unfinished} unfinished",
+         met(lost == 0 and repeated == 0 and unfinished == 0)],
     ]
 
 
