@@ -59,10 +59,14 @@ class SessionWatch:
         after + 1, at most `limit`, none past last_seq; None if they do not hold after + 1."""
         upper = min(last_seq, after + limit)
         with self._lock:
-            page = [e for e in self._watched.events if after < e.seq <= upper]
-        if not page or page[0].seq != after + 1:
+            kept = {e.seq: e for e in self._watched.events if after < e.seq <= upper}
+        contiguous: list[EventRecord] = []
+        # In seq order, up to the first gap: announcements are made after their commits,
+        # so two writers' could arrive out of order.
+        while (event := kept.get(after + 1 + len(contiguous))) is not None:
+            contiguous.append(event)
+        if not contiguous:
             return None
-        contiguous = [e for index, e in enumerate(page) if e.seq == after + 1 + index]
         return EventPage(events=tuple(contiguous), has_more=contiguous[-1].seq < last_seq)
 
     def wait(self, seen: int, timeout: float) -> None:

@@ -87,7 +87,8 @@ class ThreadDispatcher(Dispatcher):
             thread = threading.Thread(target=self._run_logged, args=(session_id,),
                                       name=f"backchat-run-{session_id[:8]}", daemon=True)
             self._threads.add(thread)
-        thread.start()
+            # Started under the lock: shutdown() must never join a thread not started yet.
+            thread.start()
 
     def _run_logged(self, session_id: str) -> None:
         try:

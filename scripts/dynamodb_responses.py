@@ -3,9 +3,10 @@
 moto turns every answer into JSON by walking botocore's output shape member by member; under
 load that was a fifth of the embedded DynamoDB's CPU (bench/profiling.md), most of it spent
 on items, which are already in DynamoDB's wire form ({"S": ...}, {"N": "1"}). For the item
-operations below a plain json.dumps gives the same document; tests/test_dynamodb_responses.py
-checks that against moto's serializer. Anything json.dumps cannot write as-is (a timestamp)
-still goes through moto's serializer.
+operations below, the answer is typed by its shape down to the attribute values (taken as
+they are) and written with json.dumps: the same document, types included, which
+tests/test_dynamodb_responses.py checks against moto's serializer. Anything else (a
+timestamp) still goes through moto's serializer.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import base64
 import json
 from typing import Any
 
-from botocore.model import OperationModel
+from botocore.model import OperationModel, Shape
 from moto.core.responses import TYPE_RESPONSE, ActionContext
 from moto.dynamodb.responses import DynamoResult
 
@@ -36,28 +37,47 @@ def _plain(value: Any) -> Any:
     raise _NotPlain(type(value).__name__)
 
 
-def _without_none(value: Any) -> Any:
-    """Drop members that are None, as the serializer does."""
-    if isinstance(value, dict):
-        return {k: _without_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_none(v) for v in value]
-    return value
+_CONTAINERS = {"structure": dict, "map": dict, "list": list}
+
+
+def _typed(value: Any, shape: Shape) -> Any:
+    """Return the value as the serializer writes it for its shape: only declared members,
+    numbers of the declared kind, no None. Attribute values are taken as they are (moto keeps
+    them in wire form), which is where an answer's bulk is and what makes this cheap."""
+    kind = shape.type_name
+    if not isinstance(value, _CONTAINERS.get(kind, object)):
+        raise _NotPlain(f"{type(value).__name__} for a {kind}")
+    if kind == "structure":
+        if shape.name == "AttributeValue":
+            return value
+        members = shape.members
+        return {k: _typed(v, members[k]) for k, v in value.items()
+                if k in members and v is not None}
+    if kind == "list":
+        return [_typed(v, shape.member) for v in value if v is not None]
+    if kind == "map":
+        return {k: _typed(v, shape.value) for k, v in value.items() if v is not None}
+    if kind in ("double", "float"):
+        return float(value)
+    if kind in ("integer", "long"):
+        return int(value)
+    if kind == "boolean":
+        return bool(value)
+    if kind == "string" and isinstance(value, str):
+        return value
+    if kind == "blob" and isinstance(value, bytes):
+        return value
+    raise _NotPlain(kind)
 
 
 def plain_body(operation: OperationModel, result: Any) -> str | None:
-    """Return the answer's JSON, or None if moto's serializer must write it.
-
-    Only the output's own members are written, as the serializer does: moto's results
-    carry a few more (a legacy ConsumedCapacityUnits) that the wire never shows.
-    """
+    """Return the answer's JSON, or None if moto's serializer must write it."""
     if operation.name not in PLAIN_OPERATIONS or not isinstance(result, dict):
         return None
-    members = operation.output_shape.members
-    answer = {k: v for k, v in result.items() if k in members and v is not None}
     try:
-        return json.dumps(_without_none(answer), default=_plain, separators=(",", ":"))
-    except _NotPlain:
+        return json.dumps(_typed(result, operation.output_shape), default=_plain,
+                          separators=(",", ":"), allow_nan=False)
+    except (_NotPlain, TypeError, ValueError):
         return None
 
 

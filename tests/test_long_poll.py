@@ -245,3 +245,15 @@ def test_announced_events_answer_only_a_contiguous_run_from_after() -> None:
         assert watch.events_after(1, 10, 5) == EventPage((_event(2), _event(3)), True)
     with changes.watch("s") as watch:
         assert watch.events_after(1, 10, 5) is None  # kept only while watched
+
+
+def test_announcements_out_of_seq_order_never_skip_an_event() -> None:
+    changes = SessionChanges()
+    with changes.watch("s") as watch:
+        for seq in (1, 3, 2, 5):
+            changes.announce("s", seq, "running", [_event(seq)])
+        assert watch.events_after(0, 10, 5) == EventPage(
+            (_event(1), _event(2), _event(3)), True)
+        changes.announce("s", 4, "running", [_event(4)])
+        assert watch.events_after(0, 10, 5) == EventPage(
+            tuple(_event(seq) for seq in range(1, 6)), False)
